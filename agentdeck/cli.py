@@ -1,0 +1,445 @@
+"""The command line: every engine operation, with ``--json`` where a script reads it.
+
+Kept import-light: ``agentdeck hook`` (called on every agent event) is
+dispatched before argparse or anything else is imported.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXTENSIONS = (
+    "agentdeck.agents.cli",
+    "agentdeck.review.cli",
+    "agentdeck.memory.cli",
+    "agentdeck.research.cli",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["hook"]:
+        from agentdeck.hooks import main as hook_main
+
+        return hook_main(argv[1:])
+    return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    from agentdeck.errors import AgentdeckError
+
+    parser = build_parser()
+    if not argv or (argv[0].startswith("--repo") and len([a for a in argv if not a.startswith("-")]) <= 1):
+        return _open_deck_or_help(parser, argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AgentdeckError as err:
+        _report(err, args)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except argparse.ArgumentError as err:  # pragma: no cover
+        print(f"agentdeck: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _report(err: Exception, args) -> None:
+    message = str(err)
+    print(f"agentdeck: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        from agentdeck.cli_util import print_json
+
+        print_json({"error": message})
+
+
+def _open_deck_or_help(parser, argv: list[str]) -> int:
+    from agentdeck.errors import AgentdeckError
+
+    try:
+        from agentdeck.tui.app import run_deck  # noqa: F401  (the deck, when installed)
+    except ImportError:
+        parser.print_help()
+        return 0
+    repos = [a.split("=", 1)[1] for a in argv if a.startswith("--repo=")]
+    repos += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--repo"]
+    try:
+        return int(run_deck(repos or None) or 0)
+    except AgentdeckError as err:
+        print(f"agentdeck: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser():
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="agentdeck",
+        description="Run many coding agents side by side, each in its own git worktree and tmux pane.",
+        epilog="Run `agentdeck` alone inside a git repository to open the deck.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--repo", help="repository to act on (default: the current directory's)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def cmd(name: str, help_: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = cmd("new", "create an agent: a branch, a worktree and a tmux pane running the agent", cmd_new)
+    p.add_argument("name")
+    p.add_argument("--agent", dest="definition", help="agent definition (default: [deck] default_agent)")
+    p.add_argument("--prompt", default="", help="initial prompt")
+    p.add_argument("--base", help="base branch or commit (default: HEAD of the current branch)")
+    p.add_argument("--cwd", dest="cwd_subdir", default="", help="start the agent in this subdirectory")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("ls", "list agents and their status", cmd_ls)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="agents of every repository served by agentdeck's tmux")
+
+    p = cmd("peek", "print an agent's current screen (the last one if it exited)", cmd_peek)
+    p.add_argument("name")
+
+    p = cmd("send", "type text into an agent and submit it", cmd_send)
+    p.add_argument("name")
+    p.add_argument("text")
+    p.add_argument("--force", action="store_true", help="send even while the agent waits for an answer")
+    p.add_argument("--json", action="store_true")
+
+    for verb in ("approve", "deny"):
+        p = cmd(verb, f"{verb} the agent's pending permission prompt", cmd_approve if verb == "approve" else cmd_deny)
+        p.add_argument("name")
+        p.add_argument("--json", action="store_true")
+
+    p = cmd("wait", "block until an agent reaches a status", cmd_wait)
+    p.add_argument("name")
+    p.add_argument("--until", required=True, help="status[,status]: starting, working, waiting, idle, exited")
+    p.add_argument("--timeout", type=float, default=None, help="seconds (exit 1 when reached)")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("events", "an agent's recorded status history", cmd_events)
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("attach", "attach to an agent's tmux pane (detach with C-b d)", cmd_attach)
+    p.add_argument("name")
+
+    p = cmd("restart", "relaunch an agent in its worktree (resuming its conversation)", cmd_restart)
+    p.add_argument("name", nargs="?")
+    p.add_argument("--all", action="store_true", help="restart every exited agent")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("kill", "stop an agent; keeps its work unless --discard", cmd_kill)
+    p.add_argument("name")
+    p.add_argument("--discard", action="store_true",
+                   help="remove worktree and branch even with work in them (a recovery ref is saved first)")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("recover", "list recovery refs, or restore one as a branch", cmd_recover)
+    p.add_argument("ref", nargs="?")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("gc", "remove orphaned worktrees, panes and expired recovery refs", cmd_gc)
+    p.add_argument("--yes", "-y", action="store_true", help="do it without asking")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("doctor", "check git, tmux, agent binaries and settings", cmd_doctor)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("_watch", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_watch)
+    p = sub.add_parser("hook", help="internal: called by agent hooks")
+    p.set_defaults(func=lambda a: 0)
+
+    for module_name in EXTENSIONS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from agentdeck import __version__
+
+    return f"agentdeck {__version__}"
+
+
+# ---------------------------------------------------------------------- handlers
+
+
+def _deck(args):
+    from agentdeck.cli_util import open_deck
+
+    return open_deck(args)
+
+
+def _json(obj) -> None:
+    from agentdeck.cli_util import print_json
+
+    print_json(obj)
+
+
+def cmd_new(args) -> int:
+    deck = _deck(args)
+    rec = deck.new(args.name, args.definition, args.prompt, args.base, args.cwd_subdir)
+    if args.json:
+        from agentdeck.deck import AgentView
+
+        _json(AgentView(rec).to_json())
+    else:
+        print(f"created {rec.name}: branch {rec.branch}, worktree {rec.worktree}")
+    return 0
+
+
+def _age(created_at: str) -> str:
+    from datetime import datetime, timezone
+
+    try:
+        then = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return "?"
+    secs = int((datetime.now(timezone.utc) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def cmd_ls(args) -> int:
+    decks = [_deck(args)]
+    if args.all:
+        from agentdeck.deck import Deck
+        from agentdeck.registry import known_repos
+
+        seen = {decks[0].repo.root}
+        for root in known_repos():
+            if root not in seen:
+                try:
+                    decks.append(Deck.open(root))
+                    seen.add(root)
+                except Exception:
+                    continue
+    rows = []
+    for deck in decks:
+        for view in deck.agents():
+            data = view.to_json()
+            if args.all:
+                data["repo"] = str(deck.repo.root)
+            rows.append(data)
+    if args.json:
+        _json(rows)
+        return 0
+    if not rows:
+        live = decks[0].tmux.is_alive()
+        print("no agents" + ("" if live else " (agentdeck's tmux server is not running)")
+              + "; create one with `agentdeck new NAME --prompt ...`")
+        return 0
+    header = ("NAME", "STATUS", "AGENT", "BRANCH", "AGE")
+    table = [header] + [
+        (r["name"], r["status"] + (" (kept)" if r["kept"] else ""), r["agent"], r["branch"], _age(r["created_at"]))
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return 0
+
+
+def cmd_peek(args) -> int:
+    deck = _deck(args)
+    sys.stdout.write(deck.peek(args.name).rstrip("\n") + "\n")
+    return 0
+
+
+def cmd_send(args) -> int:
+    deck = _deck(args)
+    deck.send(args.name, args.text, force=args.force)
+    if args.json:
+        _json({"name": args.name, "sent": True})
+    return 0
+
+
+def cmd_approve(args) -> int:
+    _deck(args).approve(args.name)
+    if args.json:
+        _json({"name": args.name, "approved": True})
+    return 0
+
+
+def cmd_deny(args) -> int:
+    _deck(args).deny(args.name)
+    if args.json:
+        _json({"name": args.name, "denied": True})
+    return 0
+
+
+def cmd_wait(args) -> int:
+    deck = _deck(args)
+    until = {s.strip() for s in args.until.split(",") if s.strip()}
+    status = deck.wait(args.name, until, args.timeout)
+    if args.json:
+        _json({"name": args.name, "status": status})
+    else:
+        print(status)
+    return 0
+
+
+def cmd_events(args) -> int:
+    from agentdeck.store import utc_iso
+
+    deck = _deck(args)
+    events = deck.events(args.name)
+    for e in events:
+        e["time"] = utc_iso(e["ts"])
+    if args.json:
+        _json(events)
+        return 0
+    for e in events:
+        what = e["status"] or ""
+        detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items())
+        print(f"{e['time']}  {e['type']:<8} {what:<9} {e['source']:<9} {detail}".rstrip())
+    return 0
+
+
+def cmd_attach(args) -> int:
+    import os
+    import shlex
+    import subprocess
+
+    deck = _deck(args)
+    argv = deck.attach_argv(args.name)
+    if os.environ.get("TMUX"):
+        # Inside the user's own tmux: a popup of *their* tmux attached to agentdeck's server.
+        inner = "env -u TMUX " + shlex.join(argv)
+        return subprocess.call(["tmux", "display-popup", "-E", "-w", "95%", "-h", "95%", inner])
+    os.execvp(argv[0], argv)
+    return 0  # pragma: no cover
+
+
+def cmd_restart(args) -> int:
+    deck = _deck(args)
+    if args.all:
+        names = deck.restart_all()
+    elif args.name:
+        names = [deck.restart(args.name).name]
+    else:
+        from agentdeck.errors import UsageError
+
+        raise UsageError("restart needs an agent NAME or --all")
+    if args.json:
+        _json({"restarted": names})
+    else:
+        print("restarted " + (", ".join(names) if names else "nothing (no exited agents)"))
+    return 0
+
+
+def cmd_kill(args) -> int:
+    deck = _deck(args)
+    result = deck.kill(args.name, discard=args.discard)
+    if args.json:
+        _json(result)
+        return 0
+    if result["kept"]:
+        print(
+            f"stopped {args.name}; kept its worktree and branch ({result['commits']} commit(s), "
+            f"{result['uncommitted']} uncommitted file(s)). Merge or `agentdeck kill {args.name} --discard`."
+        )
+    else:
+        extra = f"; recovery ref {result['recovery_ref']}" if result["recovery_ref"] else ""
+        print(f"removed {args.name} (worktree and branch){extra}")
+    return 0
+
+
+def cmd_recover(args) -> int:
+    deck = _deck(args)
+    if args.ref:
+        branch = deck.recover(args.ref)
+        if args.json:
+            _json({"ref": args.ref, "branch": branch})
+        else:
+            print(f"restored {args.ref} as branch {branch}")
+        return 0
+    refs = deck.recovery_refs()
+    if args.json:
+        _json(refs)
+    elif not refs:
+        print("no recovery refs")
+    else:
+        for r in refs:
+            print(f"{r['ref'].removeprefix('refs/agentdeck/trash/')}  {r['commit'][:10]}  {r['date']}  {r['subject']}")
+    return 0
+
+
+def cmd_gc(args) -> int:
+    deck = _deck(args)
+    plan = deck.gc_plan()
+    total = sum(len(v) for v in plan.values())
+    if not args.json:
+        if total == 0:
+            print("nothing to clean up")
+            return 0
+        for kind, items in plan.items():
+            for item in items:
+                print(f"{kind[:-1] if kind.endswith('s') else kind}: {item}")
+    if total and not args.yes:
+        if not sys.stdin.isatty():
+            if args.json:
+                _json({"plan": plan, "done": None})
+            else:
+                print("run `agentdeck gc --yes` to remove these (worktrees with work get a recovery ref first)")
+            return 0
+        answer = input(f"remove these {total} item(s)? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("nothing removed")
+            return 0
+    done = deck.gc(plan)
+    if args.json:
+        _json({"plan": plan, "done": done})
+    else:
+        print("removed " + ", ".join(f"{len(v)} {k}" for k, v in done.items() if v) if total else "nothing to clean up")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from agentdeck.doctor import run_checks
+
+    checks = run_checks(getattr(args, "repo", None))
+    failed = [c for c in checks if c["level"] == "error"]
+    if args.json:
+        _json({"ok": not failed, "checks": checks})
+    else:
+        marks = {"ok": "ok ", "warn": "!  ", "error": "ERR"}
+        for c in checks:
+            line = f"{marks[c['level']]} {c['name']}: {c['detail']}"
+            if c.get("fix") and c["level"] != "ok":
+                line += f" — {c['fix']}"
+            print(line)
+    return 1 if failed else 0
+
+
+def cmd_watch(args) -> int:
+    from agentdeck.status import run_watcher
+
+    return run_watcher(_deck(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Every location agentdeck uses, decided in one place.
+
+One environment override, ``AGENTDECK_HOME``, redirects everything that is not
+inside a repository (user config, default worktree root, logs), so one test
+fixture can isolate a whole run.  Per-repository state always lives under the
+git *common* directory (``git rev-parse --git-common-dir``), shared by the main
+checkout and every worktree and untouched by ``git clean -fdx``.
+
+This module runs ``git rev-parse`` only through :mod:`agentdeck.git`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_HOME = "AGENTDECK_HOME"
+# Set in every agent pane and hook: where the repository's state lives.
+ENV_STATE_DIR = "AGENTDECK_STATE_DIR"
+ENV_AGENT = "AGENTDECK_AGENT"
+ENV_WORKTREE = "AGENTDECK_WORKTREE"
+ENV_REPO = "AGENTDECK_REPO"
+ENV_TMUX_SOCKET = "AGENTDECK_TMUX_SOCKET"
+
+CONFIG_FILENAME = ".agentdeck.toml"
+
+
+def agentdeck_home() -> Path:
+    """Root for per-user files: config, data (worktrees), logs."""
+    override = os.environ.get(ENV_HOME)
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".config") / "agentdeck"
+
+
+def user_config_file() -> Path:
+    return agentdeck_home() / "config.toml"
+
+
+def user_data_dir() -> Path:
+    override = os.environ.get(ENV_HOME)
+    if override:
+        return Path(override).expanduser() / "data"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "agentdeck"
+
+
+@dataclass(frozen=True)
+class RepoPaths:
+    """The locations of one repository, wherever inside it a command runs."""
+
+    root: Path  # the main worktree's top level
+    common_dir: Path  # the git common directory (.git of the main checkout)
+    cwd_toplevel: Path  # top level of the worktree the command runs in
+
+    @property
+    def state_dir(self) -> Path:
+        return self.common_dir / "agentdeck"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "state.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def screens_dir(self) -> Path:
+        """Last screens of exited agents (for ``peek``)."""
+        return self.state_dir / "screens"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.state_dir / "memory"
+
+    @property
+    def research_dir(self) -> Path:
+        return self.state_dir / "research"
+
+    @property
+    def repo_config_file(self) -> Path:
+        return self.root / CONFIG_FILENAME
+
+    @property
+    def repo_id(self) -> str:
+        """A short stable id: tmux session prefix and worktree folder key."""
+        return hashlib.sha1(str(self.common_dir).encode()).hexdigest()[:6]
+
+    @property
+    def default_worktree_root(self) -> Path:
+        return user_data_dir() / "worktrees" / f"{self.root.name}-{self.repo_id}"
+
+    def ensure_state_dir(self) -> Path:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return self.state_dir
+
+
+def find_repo(cwd: str | os.PathLike[str] | None = None) -> RepoPaths:
+    """Locate the repository containing *cwd* (a worktree finds the main repo).
+
+    Raises :class:`agentdeck.errors.NotARepository` outside a git repository.
+    """
+    from agentdeck import git
+
+    return git.repo_paths(Path(cwd) if cwd else Path.cwd())
+
+
+def slugify(name: str, max_len: int = 48) -> str:
+    """A safe slug for branch, folder and tmux names.
+
+    Lower-case ASCII letters, digits and single dashes; unicode is transliterated
+    where NFKD can, dropped otherwise; ``..``, ``/`` and shell metacharacters
+    vanish.  Never empty: a name with nothing usable becomes ``agent-<hash>``.
+    """
+    import re
+    import unicodedata
+
+    normalized = unicodedata.normalize("NFKD", name)
+    ascii_only = normalized.encode("ascii", "ignore").decode("ascii").lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_only).strip("-")
+    slug = slug[:max_len].strip("-")
+    if not slug:
+        slug = "agent-" + hashlib.sha1(name.encode()).hexdigest()[:6]
+    return slug

@@ -1,0 +1,277 @@
+"""Status truth: fuse the agent's own events, its screen and its liveness.
+
+Sources, best first (DESIGN.md section 2):
+
+1. **Events** — hooks / notify callbacks write a status straight into the
+   database (``agentdeck hook``, source ``hook``).
+2. **Screen** — the watcher below samples panes and asks the adapter to
+   classify what it sees (patterns), plus *quietness* (no output for
+   ``quiet_s``) for agents without events.  For agents with events the screen
+   only fills gaps: a pattern verdict that contradicts the hook status (an
+   interrupt fires no hook; a quota message looks idle) wins once it has held
+   for the persistence window and the hook status is older than the grace time.
+3. **Liveness** — a dead pane, a missing session or a dead tmux server is
+   ``exited``, at once, whatever else says.
+
+Flicker is suppressed with a persistence window: a screen verdict must hold for
+``PERSIST_S`` (two consecutive samples) before it changes the recorded status.
+
+Cost: every tick is ONE ``tmux list-panes -a`` call; a pane is captured only
+when its fingerprint (activity second, scrollback size, cursor) moved, so 30
+idle agents cost one small subprocess per tick instead of 30 captures.
+
+Who samples: a light watcher process, started on demand by any command that
+reads or changes status (``new``, ``ls``, ``wait``, the deck) and exiting by
+itself once no agent has been alive for a grace period.  A command that finds
+no watcher running does one synchronous pass first, so what it prints is true
+even before the watcher's first tick.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agentdeck.deck import Deck
+
+PERSIST_S = 0.4
+HOOK_GRACE_S = 1.5
+SAVE_SCREEN_EVERY_S = 5.0
+WATCH_GRACE_S = float(os.environ.get("AGENTDECK_WATCH_GRACE", "30"))
+
+
+def _hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=12).hexdigest()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Sampler:
+    """One pass over every agent of a repository: liveness, screen, fusion."""
+
+    def __init__(self, deck: "Deck"):
+        self.deck = deck
+        self._adapters: dict[str, object] = {}
+
+    def adapter(self, rec):
+        key = rec.definition
+        if key not in self._adapters:
+            from agentdeck.agents import get_adapter
+
+            try:
+                self._adapters[key] = get_adapter(rec.definition, self.deck.config)
+            except Exception:  # definition removed from the config: fall back to generic rules
+                from agentdeck.agents.generic import GenericAdapter
+                from agentdeck.config import AgentDef
+
+                self._adapters[key] = GenericAdapter(rec.definition, AgentDef(command="?"), self.deck.config)
+        return self._adapters[key]
+
+    def sample(self, settle: bool = False) -> int:
+        """Sample every agent once; returns how many panes were alive.
+
+        *settle*: when the stored sample is stale (no watcher was running), take a
+        second look ``quiet_s`` later before calling changed output ``working``.
+        """
+        deck = self.deck
+        store = deck.store
+        tmux = deck.tmux
+        now = time.time()
+        server_alive = tmux.is_alive()
+        panes = tmux.panes() if server_alive else {}
+        states = store.screen_states()
+        alive = 0
+        for rec in store.list_agents():
+            if rec.status == "exited" and rec.kept:
+                continue
+            if rec.extra.get("launching"):
+                continue  # `new` is still creating it
+            pane = panes.get(rec.session)
+            if pane is None or pane.dead:
+                self._exited(rec, pane, server_alive)
+                continue
+            alive += 1
+            self._sample_pane(rec, pane, states.get(rec.name), now, settle)
+        return alive
+
+    # ------------------------------------------------------------------ liveness
+    def liveness(self) -> None:
+        """Only the cheap part (one tmux call): mark dead panes and a dead server ``exited`` now."""
+        tmux = self.deck.tmux
+        server_alive = tmux.is_alive()
+        panes = tmux.panes() if server_alive else {}
+        for rec in self.deck.store.list_agents():
+            if rec.status == "exited" or rec.extra.get("launching"):
+                continue
+            pane = panes.get(rec.session)
+            if pane is None or pane.dead:
+                self._exited(rec, pane, server_alive)
+
+    def _exited(self, rec, pane, server_alive: bool) -> None:
+        if rec.status == "exited":
+            return
+        detail: dict[str, object] = {}
+        if pane is not None:
+            detail["exit_status"] = pane.dead_status
+            try:
+                self.deck.save_last_screen(rec.name, self.deck.tmux.capture(pane.pane_id))
+            except Exception:
+                pass
+        else:
+            detail["reason"] = "tmux server gone" if not server_alive else "tmux session gone"
+        self.deck.store.set_status(rec.name, "exited", "liveness", detail)
+
+    # ------------------------------------------------------------------ screen
+    def _sample_pane(self, rec, pane, state, now: float, settle: bool) -> None:
+        deck = self.deck
+        store = deck.store
+        adapter = self.adapter(rec)
+        fingerprint = pane.fingerprint
+        stale = state is None or now - state["sampled_at"] > 3 * deck.config.deck.status_interval
+        changed_fp = state is None or state["fingerprint"] != fingerprint
+        verdict = state["verdict"] if state is not None else ""
+        screen_hash = state["screen_hash"] if state is not None else ""
+        changed_at = state["changed_at"] if state is not None else now
+        saved_at = state["saved_at"] if state is not None else 0.0
+        updates: dict[str, object] = {"fingerprint": fingerprint, "sampled_at": now}
+        if changed_fp or not verdict:
+            screen = deck.tmux.capture(pane.pane_id)
+            new_hash = _hash(screen)
+            if settle and stale and new_hash != screen_hash:
+                # Nobody watched: is it still changing? Look again after a short while.
+                time.sleep(min(adapter.quiet_s, 0.6))
+                again = deck.tmux.capture(pane.pane_id)
+                if _hash(again) == new_hash:
+                    changed_at = now - adapter.quiet_s  # it has been still for as long as we can tell
+                else:
+                    changed_at = time.time()
+                screen, new_hash = again, _hash(again)
+            elif new_hash != screen_hash:
+                changed_at = now
+            keys = adapter.dialog_action(screen)
+            if keys:
+                deck.tmux.send_keys(pane.pane_id, *keys)
+                store.add_event(rec.name, "dialog", "screen", detail={"keys": keys})
+            v = adapter.classify(screen)
+            verdict = v.status or ""
+            updates.update(screen_hash=new_hash, changed_at=changed_at, verdict=verdict)
+            if new_hash != screen_hash and now - saved_at >= SAVE_SCREEN_EVERY_S:
+                deck.save_last_screen(rec.name, screen)
+                updates["saved_at"] = now
+        decision = self._decide(rec, adapter, verdict, changed_at, now)
+        candidate = state["candidate"] if state is not None else ""
+        candidate_at = state["candidate_at"] if state is not None else 0.0
+        if decision is None or decision == rec.status:
+            updates.update(candidate="", candidate_at=0.0)
+        elif decision != candidate:
+            updates.update(candidate=decision, candidate_at=now)
+            if settle and stale:  # a one-off reader cannot wait for persistence
+                store.set_status(rec.name, decision, "screen", {"verdict": verdict})
+        elif now - candidate_at >= PERSIST_S:
+            store.set_status(rec.name, decision, "screen", {"verdict": verdict})
+            updates.update(candidate="", candidate_at=0.0)
+        store.put_screen_state(rec.name, **updates)
+
+    def _decide(self, rec, adapter, verdict: str, changed_at: float, now: float) -> str | None:
+        quiet = now - changed_at >= adapter.quiet_s
+        if adapter.has_events and rec.status_source == "hook":
+            # Events lead; the screen only corrects them with a clear pattern verdict.
+            if not verdict or verdict == rec.status:
+                return None
+            if now - rec.status_at < HOOK_GRACE_S:
+                return None
+            if verdict == "idle" and not quiet:
+                return None
+            return verdict
+        if verdict in ("waiting", "working"):
+            return verdict
+        if not quiet:
+            return "working"
+        if verdict == "idle" or quiet:
+            return "idle"
+        return None
+
+
+# ---------------------------------------------------------------------- the watcher process
+
+
+def _lock_path(deck: "Deck") -> Path:
+    return deck.repo.state_dir / "watcher.lock"
+
+
+def watcher_alive(deck: "Deck") -> bool:
+    path = _lock_path(deck)
+    if not path.exists():
+        return False
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def ensure_watcher(deck: "Deck") -> bool:
+    """Start the watcher if none runs for this repository. Returns True when one was started."""
+    if os.environ.get("AGENTDECK_NO_WATCHER") == "1" or watcher_alive(deck):
+        return False
+    deck.repo.logs_dir.mkdir(parents=True, exist_ok=True)
+    log = open(deck.repo.logs_dir / "watcher.log", "ab")
+    env = dict(os.environ)
+    env["AGENTDECK_TMUX_SOCKET"] = deck.tmux.socket
+    pkg_parent = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    subprocess.Popen(
+        [sys.executable, "-m", "agentdeck", "_watch"], cwd=str(deck.repo.root), env=env,
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+    )
+    log.close()
+    return True
+
+
+def run_watcher(deck: "Deck") -> int:
+    """The watcher loop (``agentdeck _watch``): one instance per repository (a file lock)."""
+    path = _lock_path(deck)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another watcher owns this repository
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    sampler = Sampler(deck)
+    interval = deck.config.deck.status_interval
+    last_alive = time.monotonic()
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                alive = sampler.sample()
+                deck.store.set_meta("watcher_tick", repr(time.time()))
+            except Exception as exc:  # never die on one bad pass; log and go on
+                print(f"{time.strftime('%H:%M:%S')} watcher pass failed: {exc!r}", file=sys.stderr, flush=True)
+                alive = 1
+            if alive:
+                last_alive = time.monotonic()
+            elif time.monotonic() - last_alive > WATCH_GRACE_S:
+                return 0
+            time.sleep(max(0.05, interval - (time.monotonic() - started)))
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()

@@ -1,0 +1,316 @@
+"""The state store: one SQLite database per repository, shared by every process.
+
+WAL mode, a busy timeout and short transactions make many concurrent writers
+(CLI calls, hook callbacks, the watcher, the deck, MCP servers) the normal case.
+The schema is versioned (``PRAGMA user_version``) with forward-only migrations.
+
+Only the standard library is used: ``agentdeck hook`` imports this module on
+every agent event and must start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+BUSY_TIMEOUT_MS = 30_000
+
+STATUSES = ("starting", "working", "waiting", "idle", "exited")
+
+MIGRATIONS: list[str] = [
+    # 1: agents and their event history
+    """
+    CREATE TABLE agents (
+        name          TEXT PRIMARY KEY,
+        slug          TEXT NOT NULL,
+        definition    TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        branch        TEXT NOT NULL,
+        base_branch   TEXT NOT NULL,
+        base_commit   TEXT NOT NULL,
+        worktree      TEXT NOT NULL,
+        cwd_subdir    TEXT NOT NULL DEFAULT '',
+        prompt        TEXT NOT NULL DEFAULT '',
+        session       TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        status        TEXT NOT NULL DEFAULT 'starting',
+        status_source TEXT NOT NULL DEFAULT 'launch',
+        status_at     REAL NOT NULL DEFAULT 0,
+        kept          INTEGER NOT NULL DEFAULT 0,
+        session_id    TEXT NOT NULL DEFAULT '',
+        launch_count  INTEGER NOT NULL DEFAULT 1,
+        extra         TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        agent   TEXT NOT NULL,
+        ts      REAL NOT NULL,
+        type    TEXT NOT NULL,
+        status  TEXT,
+        source  TEXT NOT NULL,
+        detail  TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_agent_ts ON events(agent, ts);
+    CREATE TABLE screen_state (
+        agent       TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL DEFAULT '',
+        screen_hash TEXT NOT NULL DEFAULT '',
+        changed_at  REAL NOT NULL DEFAULT 0,
+        sampled_at  REAL NOT NULL DEFAULT 0,
+        verdict     TEXT NOT NULL DEFAULT '',
+        candidate   TEXT NOT NULL DEFAULT '',
+        candidate_at REAL NOT NULL DEFAULT 0,
+        saved_at    REAL NOT NULL DEFAULT 0
+    );
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def utc_iso(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), tz=timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+def connect(path: Path | str, migrations: list[str] | None = None) -> sqlite3.Connection:
+    """Open (creating and migrating) a database in WAL mode with a busy timeout.
+
+    *migrations* defaults to this module's; other subsystems (the research
+    ledger) pass their own list and get the same guarantees.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    _migrate(conn, MIGRATIONS if migrations is None else migrations)
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, migrations: list[str]) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= len(migrations):
+        return
+    # BEGIN IMMEDIATE serialises concurrent first-time creators.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number in range(version, len(migrations)):
+            for statement in migrations[number].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={len(migrations)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A short write transaction (BEGIN IMMEDIATE: fail fast into the busy handler)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+@dataclass
+class AgentRecord:
+    name: str
+    slug: str
+    definition: str
+    kind: str
+    branch: str
+    base_branch: str
+    base_commit: str
+    worktree: str
+    session: str
+    created_at: str
+    cwd_subdir: str = ""
+    prompt: str = ""
+    status: str = "starting"
+    status_source: str = "launch"
+    status_at: float = 0.0
+    kept: bool = False
+    session_id: str = ""
+    launch_count: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "AgentRecord":
+        data = dict(row)
+        data["kept"] = bool(data["kept"])
+        data["extra"] = json.loads(data.get("extra") or "{}")
+        return cls(**data)
+
+    @property
+    def start_dir(self) -> str:
+        return str(Path(self.worktree) / self.cwd_subdir) if self.cwd_subdir else self.worktree
+
+
+class Store:
+    """Typed access to the agents and events tables."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.conn = connect(self.path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---------------------------------------------------------------- agents
+    def insert_agent(self, rec: AgentRecord) -> None:
+        with transaction(self.conn) as c:
+            c.execute(
+                """INSERT INTO agents (name, slug, definition, kind, branch, base_branch, base_commit,
+                   worktree, cwd_subdir, prompt, session, created_at, status, status_source, status_at,
+                   kept, session_id, launch_count, extra)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                (
+                    rec.name, rec.slug, rec.definition, rec.kind, rec.branch, rec.base_branch,
+                    rec.base_commit, rec.worktree, rec.cwd_subdir, rec.prompt, rec.session,
+                    rec.created_at, rec.status, rec.status_source, rec.status_at or time.time(),
+                    int(rec.kept), rec.session_id, rec.launch_count, json.dumps(rec.extra),
+                ),
+            )
+            c.execute(
+                "INSERT INTO events (agent, ts, type, status, source, detail) VALUES (?,?,?,?,?,?)",
+                (rec.name, time.time(), "status", rec.status, "launch", "{}"),
+            )
+
+    def get_agent(self, name: str) -> AgentRecord | None:
+        row = self.conn.execute("SELECT * FROM agents WHERE name = ?", (name,)).fetchone()
+        return AgentRecord.from_row(row) if row else None
+
+    def list_agents(self) -> list[AgentRecord]:
+        rows = self.conn.execute("SELECT * FROM agents ORDER BY created_at, name").fetchall()
+        return [AgentRecord.from_row(r) for r in rows]
+
+    def update_agent(self, name: str, **fields: Any) -> None:
+        if not fields:
+            return
+        if "extra" in fields:
+            fields["extra"] = json.dumps(fields["extra"])
+        if "kept" in fields:
+            fields["kept"] = int(fields["kept"])
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with transaction(self.conn) as c:
+            c.execute(f"UPDATE agents SET {cols} WHERE name = ?", (*fields.values(), name))
+
+    def merge_extra(self, name: str, **values: Any) -> None:
+        """Update keys of an agent's ``extra`` JSON atomically."""
+        with transaction(self.conn) as c:
+            row = c.execute("SELECT extra FROM agents WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return
+            extra = json.loads(row["extra"] or "{}")
+            extra.update(values)
+            c.execute("UPDATE agents SET extra = ? WHERE name = ?", (json.dumps(extra), name))
+
+    def delete_agent(self, name: str) -> None:
+        with transaction(self.conn) as c:
+            c.execute("DELETE FROM agents WHERE name = ?", (name,))
+            c.execute("DELETE FROM screen_state WHERE agent = ?", (name,))
+
+    def set_status(
+        self, name: str, status: str, source: str, detail: dict[str, Any] | None = None,
+        ts: float | None = None,
+    ) -> bool:
+        """Record a status change (and its event). Returns False when unchanged."""
+        assert status in STATUSES, status
+        now = ts if ts is not None else time.time()
+        with transaction(self.conn) as c:
+            row = c.execute("SELECT status FROM agents WHERE name = ?", (name,)).fetchone()
+            if row is None or row["status"] == status:
+                return False
+            c.execute(
+                "UPDATE agents SET status = ?, status_source = ?, status_at = ? WHERE name = ?",
+                (status, source, now, name),
+            )
+            c.execute(
+                "INSERT INTO events (agent, ts, type, status, source, detail) VALUES (?,?,?,?,?,?)",
+                (name, now, "status", status, source, json.dumps(detail or {})),
+            )
+        return True
+
+    # ---------------------------------------------------------------- events
+    def add_event(
+        self, agent: str, type_: str, source: str, status: str | None = None,
+        detail: dict[str, Any] | None = None, ts: float | None = None,
+    ) -> None:
+        with transaction(self.conn) as c:
+            c.execute(
+                "INSERT INTO events (agent, ts, type, status, source, detail) VALUES (?,?,?,?,?,?)",
+                (agent, ts if ts is not None else time.time(), type_, status, source, json.dumps(detail or {})),
+            )
+
+    def events(self, agent: str, since_id: int = 0, types: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events WHERE agent = ? AND id > ?"
+        params: list[Any] = [agent, since_id]
+        if types:
+            sql += f" AND type IN ({','.join('?' * len(types))})"
+            params.extend(types)
+        rows = self.conn.execute(sql + " ORDER BY id", params).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["detail"] = json.loads(d["detail"] or "{}")
+            out.append(d)
+        return out
+
+    def last_event(self, agent: str, type_: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT * FROM events WHERE agent = ? AND type = ? ORDER BY id DESC LIMIT 1", (agent, type_)
+        ).fetchone()
+        if row is None:
+            return None
+        d = dict(row)
+        d["detail"] = json.loads(d["detail"] or "{}")
+        return d
+
+    # ---------------------------------------------------------------- screen sampling state
+    def screen_states(self) -> dict[str, sqlite3.Row]:
+        return {r["agent"]: r for r in self.conn.execute("SELECT * FROM screen_state").fetchall()}
+
+    def put_screen_state(self, agent: str, **fields: Any) -> None:
+        cols = ", ".join(fields)
+        marks = ", ".join("?" * len(fields))
+        updates = ", ".join(f"{k} = excluded.{k}" for k in fields)
+        with transaction(self.conn) as c:
+            c.execute(
+                f"INSERT INTO screen_state (agent, {cols}) VALUES (?, {marks}) "
+                f"ON CONFLICT(agent) DO UPDATE SET {updates}",
+                (agent, *fields.values()),
+            )
+
+    # ---------------------------------------------------------------- meta
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with transaction(self.conn) as c:
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
