@@ -26,8 +26,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    import argparse
-
     from agentdeck.errors import AgentdeckError
 
     parser = build_parser()
@@ -47,9 +45,29 @@ def _main(argv: list[str]) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
-    except argparse.ArgumentError as err:  # pragma: no cover
-        print(f"agentdeck: error: {err}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # a bug or an outside failure: one line, the traceback in a log
+        import os
+
+        if os.environ.get("AGENTDECK_DEBUG") == "1":
+            raise
+        log = _log_traceback()
+        _report(RuntimeError(f"unexpected failure: {type(exc).__name__}: {exc} (traceback in {log})"), args)
+        return 1
+
+
+def _log_traceback() -> str:
+    import traceback
+
+    from agentdeck.paths import agentdeck_home
+
+    path = agentdeck_home() / "errors.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(traceback.format_exc() + "\n")
+    except OSError:
+        return "(unwritable log)"
+    return str(path)
 
 
 def _report(err: Exception, args) -> None:

@@ -45,7 +45,7 @@ class DeckSettings:
     """Untracked files (globs, relative to the root) copied into each new worktree, e.g. ``.env``."""
     setup_command: str = ""
     """Shell command run in each new worktree before the agent starts."""
-    status_interval: float = 0.5
+    status_interval: float = 0.25
     """Seconds between screen samples when watching agent status."""
     recovery_days: float = 30.0
     """``gc`` removes recovery refs older than this many days."""
@@ -150,7 +150,7 @@ class ResearchSettings:
     """Training time budget handed to the job as AGENTDECK_BUDGET_S."""
     timeout_s: float = 600.0
     """Hard limit per job; past it the job is killed and the trial is a crash."""
-    gpus: Union[str, list[int]] = "auto"
+    gpus: Union[Literal["auto"], list[int]] = "auto"
     """``"auto"`` or a list of device ids, one slot each."""
     proposer: Literal["mutate", "llm", "agent", "command"] = "mutate"
     proposer_command: str = ""

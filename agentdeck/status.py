@@ -14,7 +14,9 @@ Sources, best first (DESIGN.md section 2):
    ``exited``, at once, whatever else says.
 
 Flicker is suppressed with a persistence window: a screen verdict must hold for
-``PERSIST_S`` (two consecutive samples) before it changes the recorded status.
+``PERSIST_S`` (two consecutive samples) before it changes the recorded status;
+a permission prompt matched on screen (``waiting``) is unambiguous and applies
+at once.
 
 Cost: every tick is ONE ``tmux list-panes -a`` call; a pane is captured only
 when its fingerprint (activity second, scrollback size, cursor) moved, so 30
@@ -41,7 +43,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from agentdeck.deck import Deck
 
-PERSIST_S = 0.4
+PERSIST_S = 0.2
 HOOK_GRACE_S = 1.5
 SAVE_SCREEN_EVERY_S = 5.0
 WATCH_GRACE_S = float(os.environ.get("AGENTDECK_WATCH_GRACE", "30"))
@@ -177,8 +179,11 @@ class Sampler:
             updates.update(candidate="", candidate_at=0.0)
         elif decision != candidate:
             updates.update(candidate=decision, candidate_at=now)
-            if settle and stale:  # a one-off reader cannot wait for persistence
+            # A prompt on screen is unambiguous: no persistence window for `waiting`; and a
+            # one-off reader (no watcher running) cannot wait for one.
+            if decision == "waiting" and verdict == "waiting" or settle and stale:
                 store.set_status(rec.name, decision, "screen", {"verdict": verdict})
+                updates.update(candidate="", candidate_at=0.0)
         elif now - candidate_at >= PERSIST_S:
             store.set_status(rec.name, decision, "screen", {"verdict": verdict})
             updates.update(candidate="", candidate_at=0.0)
