@@ -123,6 +123,24 @@ def build_parser():
     p.add_argument("--prompt", default="", help="initial prompt")
     p.add_argument("--base", help="base branch or commit (default: HEAD of the current branch)")
     p.add_argument("--cwd", dest="cwd_subdir", default="", help="start the agent in this subdirectory")
+    fan = p.add_mutually_exclusive_group()
+    fan.add_argument("--count", type=int, help="N attempts at one task: NAME-1 ... NAME-N")
+    fan.add_argument("--foreach", metavar="FILE",
+                     help="one agent per non-empty line of FILE (NAME-1 ...); {item} in --prompt is the line")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("broadcast", "send one prompt to several agents", cmd_broadcast)
+    p.add_argument("text")
+    to = p.add_mutually_exclusive_group(required=True)
+    to.add_argument("--to", help="NAME,NAME,...")
+    to.add_argument("--all", action="store_true", help="every agent that is not exited")
+    p.add_argument("--force", action="store_true", help="also type into agents that wait for an answer")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("fork", "a new agent from another's current state (uncommitted work and conversation)", cmd_fork)
+    p.add_argument("name")
+    p.add_argument("new_name")
+    p.add_argument("--prompt", default="", help="first prompt for the fork")
     p.add_argument("--json", action="store_true")
 
     p = cmd("ls", "list agents and their status", cmd_ls)
@@ -215,15 +233,77 @@ def _json(obj) -> None:
     print_json(obj)
 
 
-def cmd_new(args) -> int:
-    deck = _deck(args)
-    rec = deck.new(args.name, args.definition, args.prompt, args.base, args.cwd_subdir)
-    if args.json:
-        from agentdeck.deck import AgentView
+def fanout_specs(name: str, prompt: str, count: int | None, foreach: str | None) -> list[tuple[str, str]]:
+    """(name, prompt) for each agent of a fan-out."""
+    from pathlib import Path
 
+    from agentdeck.errors import UsageError
+
+    if count is not None:
+        if not 1 <= count <= 100:
+            raise UsageError("--count must be between 1 and 100")
+        return [(f"{name}-{i}", prompt) for i in range(1, count + 1)]
+    path = Path(foreach or "")
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError as exc:
+        raise UsageError(f"--foreach {foreach}: cannot read the file ({exc.strerror}); give a text file") from exc
+    if not lines:
+        raise UsageError(f"--foreach {foreach}: the file has no non-empty lines; put one item per line")
+    if len(lines) > 100:
+        raise UsageError(f"--foreach {foreach}: {len(lines)} lines; at most 100 agents at once")
+    out = []
+    for i, line in enumerate(lines, 1):
+        text = prompt.replace("{item}", line) if "{item}" in prompt else (f"{prompt} {line}" if prompt else line)
+        out.append((f"{name}-{i}", text))
+    return out
+
+
+def cmd_new(args) -> int:
+    from agentdeck.deck import AgentView
+
+    deck = _deck(args)
+    if args.count is not None or args.foreach:
+        specs = fanout_specs(args.name, args.prompt, args.count, args.foreach)
+        recs = deck.new_many(specs, args.definition, args.base, args.cwd_subdir)
+    else:
+        recs = [deck.new(args.name, args.definition, args.prompt, args.base, args.cwd_subdir)]
+    if args.json:
+        views = [AgentView(r).to_json() for r in recs]
+        _json(views if len(views) > 1 or args.count or args.foreach else views[0])
+    else:
+        for rec in recs:
+            print(f"created {rec.name}: branch {rec.branch}, worktree {rec.worktree}")
+    return 0
+
+
+def cmd_broadcast(args) -> int:
+    deck = _deck(args)
+    if args.all:
+        names = [a.name for a in deck.agents() if a.status != "exited"]
+    else:
+        names = [n.strip() for n in args.to.split(",") if n.strip()]
+    if not names:
+        from agentdeck.errors import Refused
+
+        raise Refused("no agents to broadcast to (none is running)")
+    results = deck.broadcast(names, args.text, force=args.force)
+    if args.json:
+        _json(results)
+    else:
+        for name, result in results.items():
+            print(f"{name}: {result}")
+    return 0 if all(r == "sent" for r in results.values()) else 1
+
+
+def cmd_fork(args) -> int:
+    from agentdeck.deck import AgentView
+
+    rec = _deck(args).fork(args.name, args.new_name, args.prompt)
+    if args.json:
         _json(AgentView(rec).to_json())
     else:
-        print(f"created {rec.name}: branch {rec.branch}, worktree {rec.worktree}")
+        print(f"forked {args.name} as {rec.name}: branch {rec.branch}, worktree {rec.worktree}")
     return 0
 
 

@@ -573,3 +573,73 @@ class Deck:
             git.run(self.repo.root, "update-ref", "-d", ref)
             done["refs"].append(ref)
         return done
+
+    # ------------------------------------------------------------------ fan-out, broadcast, fork
+    def new_many(self, specs: list[tuple[str, str]], definition: str | None = None, base: str | None = None,
+                 cwd_subdir: str = "") -> list[AgentRecord]:
+        """Create several agents (name, prompt) all or nothing: on a failure the ones made are removed."""
+        names = [validate_name(n) for n, _ in specs]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise UsageError(f"names repeat: {', '.join(sorted(dupes))}; every agent needs its own name")
+        taken = [n for n in names if self.store.get_agent(n) is not None]
+        if taken:
+            raise UsageError(f"agents already exist: {', '.join(taken)}; choose other names")
+        made: list[AgentRecord] = []
+        try:
+            for name, prompt in specs:
+                made.append(self.new(name, definition, prompt, base, cwd_subdir))
+        except BaseException:
+            for rec in made:
+                self.kill(rec.name, discard=False)
+            raise
+        return made
+
+    def broadcast(self, names: list[str], text: str, force: bool = False) -> dict[str, str]:
+        """Send *text* to each agent; returns name -> "sent" or the reason it was not."""
+        for name in names:
+            self.get(name)
+        results: dict[str, str] = {}
+        for name in names:
+            try:
+                self.send(name, text, force=force)
+                results[name] = "sent"
+            except Refused as err:
+                results[name] = str(err)
+        return results
+
+    def fork(self, name: str, new_name: str, prompt: str = "") -> AgentRecord:
+        """A new agent from *name*'s current state: its branch tip plus uncommitted work, and its
+        conversation where the adapter can fork it (Claude ``--fork-session``)."""
+        src = self.get(name)
+        new_name = validate_name(new_name)
+        if self.store.get_agent(new_name) is not None:
+            raise UsageError(f"an agent named {new_name!r} already exists in this repository; choose another name")
+        if not Path(src.worktree).is_dir():
+            raise Refused(f"cannot fork {name}: its worktree {src.worktree} is gone")
+        adapter = get_adapter(src.definition, self.config)
+        adapter.check_installed()
+        tip = git.head_commit(src.worktree) or src.base_commit
+        copied = set(src.extra.get("copied", []))
+        snapshot = git.snapshot_commit(src.worktree, tip, exclude=copied)
+        rec = self._reserve(new_name, src.definition, adapter.kind, prompt, src.base_branch, src.base_commit,
+                            src.cwd_subdir)
+        created = False
+        try:
+            self.worktree_root.mkdir(parents=True, exist_ok=True)
+            git.add_worktree(self.repo.root, Path(rec.worktree), rec.branch, tip)
+            created = True
+            if snapshot != tip:
+                git.apply_snapshot(Path(rec.worktree), tip, snapshot)
+            self.store.merge_extra(new_name, copied=self._copy_setup_files(Path(rec.worktree)),
+                                   forked_from=src.name, fork_session_id=src.session_id)
+            self._run_setup_command(rec)
+            self._launch(self.get(new_name), adapter, resume=False)
+        except BaseException:
+            self._undo_new(rec, created, created)
+            raise
+        self.store.add_event(new_name, "fork", "user", detail={"from": src.name, "commit": tip})
+        from agentdeck import status
+
+        status.ensure_watcher(self)
+        return self.get(new_name)

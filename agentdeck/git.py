@@ -218,33 +218,9 @@ def save_recovery_ref(cwd: Path | str, label: str, worktree: Path | None, branch
     tip = head_commit(cwd, f"refs/heads/{branch}") if branch_exists(cwd, branch) else None
     commit = tip
     if worktree is not None and Path(worktree).is_dir():
-        wt_head = head_commit(worktree)
-        parent = wt_head or tip
-        if parent and status_porcelain(worktree, ignore=exclude):
-            index = Path(run(worktree, "rev-parse", "--git-path", "index"))
-            if not index.is_absolute():
-                index = Path(worktree) / index
-            tmp_index = index.with_name(f"agentdeck-recover-{os.getpid()}.index")
-            env = _env()
-            env["GIT_INDEX_FILE"] = str(tmp_index)
-            try:
-                subprocess.run(["git", "read-tree", parent], cwd=str(worktree), env=env, check=True,
-                               capture_output=True)
-                subprocess.run(["git", "add", "-A", "."], cwd=str(worktree), env=env, check=True,
-                               capture_output=True)
-                if exclude:
-                    subprocess.run(["git", "rm", "-q", "--cached", "--ignore-unmatch", "--", *sorted(exclude)],
-                                   cwd=str(worktree), env=env, check=True, capture_output=True)
-                tree = subprocess.run(["git", "write-tree"], cwd=str(worktree), env=env, check=True,
-                                      capture_output=True, text=True).stdout.strip()
-                commit = run(
-                    worktree, "commit-tree", tree, "-p", parent, "-m",
-                    f"agentdeck: uncommitted work of {label} saved before removal",
-                )
-            finally:
-                tmp_index.unlink(missing_ok=True)
-        elif parent:
-            commit = parent
+        parent = head_commit(worktree) or tip
+        if parent:
+            commit = snapshot_commit(worktree, parent, exclude=exclude)
     if commit is None:
         raise Refused(f"nothing to save for {label}: no branch {branch!r} and no worktree")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -290,3 +266,38 @@ def run_proc(
         )
     except FileNotFoundError as exc:
         raise MissingTool("git is not installed; install git >= 2.38 and try again") from exc
+
+
+def snapshot_commit(worktree: Path | str, parent: str, exclude: set[str] | None = None) -> str:
+    """A commit of *worktree*'s files (tracked and untracked) on top of *parent*, made through a
+    temporary index; the worktree and its index are untouched.  Returns *parent* when clean."""
+    if not status_porcelain(worktree, ignore=exclude):
+        return parent
+    index = Path(run(worktree, "rev-parse", "--git-path", "index"))
+    if not index.is_absolute():
+        index = Path(worktree) / index
+    tmp_index = index.with_name(f"agentdeck-snap-{os.getpid()}.index")
+    env = _env()
+    env["GIT_INDEX_FILE"] = str(tmp_index)
+    try:
+        for args in (["read-tree", parent], ["add", "-A", "."]):
+            subprocess.run(["git", *args], cwd=str(worktree), env=env, check=True, capture_output=True)
+        if exclude:
+            subprocess.run(["git", "rm", "-q", "--cached", "--ignore-unmatch", "--", *sorted(exclude)],
+                           cwd=str(worktree), env=env, check=True, capture_output=True)
+        tree = subprocess.run(["git", "write-tree"], cwd=str(worktree), env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    finally:
+        tmp_index.unlink(missing_ok=True)
+    return run(worktree, "commit-tree", tree, "-p", parent, "-m", "agentdeck: snapshot of uncommitted work")
+
+
+def apply_snapshot(worktree: Path, base: str, snapshot: str) -> None:
+    """Recreate the uncommitted work captured by :func:`snapshot_commit` as uncommitted work."""
+    patch = subprocess.run(["git", "diff", "--binary", base, snapshot], cwd=str(worktree), env=_env(),
+                           capture_output=True, check=True).stdout
+    if patch:
+        proc = subprocess.run(["git", "apply", "--whitespace=nowarn", "-"], cwd=str(worktree), env=_env(),
+                              input=patch, capture_output=True)
+        if proc.returncode != 0:
+            raise GitError(["apply"], proc.returncode, proc.stderr.decode(errors="replace"))

@@ -50,7 +50,7 @@ def test_new_creates_branch_worktree_pane_and_lists_contract_fields(fake_repo):
 
 
 def test_status_lifecycle_working_idle_waiting_approve_deny(fake_repo):
-    assert run_cli("new", "w1", "--prompt", "work 2", cwd=fake_repo).returncode == 0
+    assert run_cli("new", "w1", "--prompt", "work 5", cwd=fake_repo).returncode == 0
     wait_status(fake_repo, "w1", "working")
     wait_status(fake_repo, "w1", "idle")
     assert run_cli("send", "w1", "ask yes.txt", cwd=fake_repo).returncode == 0
