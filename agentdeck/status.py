@@ -260,7 +260,10 @@ def run_watcher(deck: "Deck") -> int:
     fh.truncate()
     fh.write(str(os.getpid()))
     fh.flush()
+    from agentdeck.notify import Notifier
+
     sampler = Sampler(deck)
+    notifier = Notifier(deck)
     interval = deck.config.deck.status_interval
     last_alive = time.monotonic()
     try:
@@ -268,6 +271,7 @@ def run_watcher(deck: "Deck") -> int:
             started = time.monotonic()
             try:
                 alive = sampler.sample()
+                notifier.update()
                 deck.store.set_meta("watcher_tick", repr(time.time()))
             except Exception as exc:  # never die on one bad pass; log and go on
                 print(f"{time.strftime('%H:%M:%S')} watcher pass failed: {exc!r}", file=sys.stderr, flush=True)
