@@ -1,0 +1,348 @@
+"""``agentdeck memory ...`` and ``agentdeck mcp``.
+
+Kept import-light (no mcp, no filelock until a write): agents call these from
+their shells, often.  The author of what is written is ``$AGENTDECK_AGENT``
+(set in every agent pane) or ``user``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+HELP = "the shared memory: Markdown notes every agent and you read and write"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("memory", help=HELP, description=HELP + ". The store lives under the "
+                              "repository's git common dir (or [memory] dir); see memory/README.md.")
+    p.set_defaults(func=lambda args: _help(p))
+    sub = p.add_subparsers(dest="memory_command", metavar="ACTION")
+
+    def cmd(name: str, help_: str, func) -> argparse.ArgumentParser:
+        q = sub.add_parser(name, help=help_, description=help_)
+        q.set_defaults(func=func)
+        return q
+
+    q = cmd("add", "write a new note (body from --body or stdin)", cmd_add)
+    q.add_argument("title")
+    q.add_argument("--body", help="the note's Markdown body (default: read stdin when it is not a terminal)")
+    q.add_argument("--tag", action="append", default=[], dest="tags", help="a tag (repeat for several)")
+    q.add_argument("--kind", default="note",
+                   help="note, decision, gotcha, finding, experiment, handoff, core-proposal ... (default: note)")
+    q.add_argument("--json", action="store_true")
+
+    q = cmd("search", "full-text search, best match first (superseded and forgotten notes are hidden)", cmd_search)
+    q.add_argument("query")
+    q.add_argument("--limit", type=int, default=10)
+    q.add_argument("--kind", action="append", dest="kinds", help="only notes of this kind (repeatable)")
+    q.add_argument("--json", action="store_true")
+
+    q = cmd("show", "print a note (also CORE and journal/<agent>)", cmd_show)
+    q.add_argument("id")
+    q.add_argument("--json", action="store_true")
+
+    q = cmd("edit", "edit a note in $EDITOR (refused if it changed meanwhile)", cmd_edit)
+    q.add_argument("id")
+    q.add_argument("--json", action="store_true")
+
+    q = cmd("supersede", "mark a note superseded by a newer one (hidden from search, kept on disk)", cmd_supersede)
+    q.add_argument("id")
+    q.add_argument("--by", required=True, metavar="ID", help="the newer note")
+    q.add_argument("--json", action="store_true")
+
+    q = cmd("forget", "hide a wrong note from search (kept on disk; `memory edit` can restore it)", cmd_forget)
+    q.add_argument("id")
+    q.add_argument("--json", action="store_true")
+
+    q = cmd("recent", "notes by last change, newest first", cmd_recent)
+    q.add_argument("--limit", type=int, default=20)
+    q.add_argument("--all", action="store_true", help="include superseded and forgotten notes")
+    q.add_argument("--json", action="store_true")
+
+    q = cmd("reindex", "rebuild the search index from the files", cmd_reindex)
+    q.add_argument("--json", action="store_true")
+
+    q = cmd("journal", "append an entry to your journal (text from the argument or stdin)", cmd_journal)
+    q.add_argument("text", nargs="?")
+    q.add_argument("--json", action="store_true")
+
+    q = cmd("brief", "print the memory brief agents are given at launch", cmd_brief)
+    q.add_argument("--agent", help="agent name (default: $AGENTDECK_AGENT)")
+
+    m = subparsers.add_parser("mcp", help="run the stdio MCP server named agentdeck (agents start it)",
+                              description="Run the stdio MCP server named agentdeck: the shared memory tools "
+                              "(and, when enabled, research and deck tools). Agents launched by agentdeck "
+                              "start it themselves.")
+    m.set_defaults(func=cmd_mcp)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _store(args: Any):
+    from agentdeck.memory.store import MemoryStore
+
+    repo = getattr(args, "repo", None)
+    if repo:
+        from agentdeck.paths import find_repo
+
+        return MemoryStore.open(repo=find_repo(repo))
+    return MemoryStore.open()
+
+
+def _json(obj: Any) -> None:
+    from agentdeck.cli_util import print_json
+
+    print_json(obj)
+
+
+STDIN_WAIT_S = 5.0
+
+
+def _read_stdin() -> str:
+    """stdin when it is a file or a pipe (not a terminal).
+
+    A pipe nobody writes to or closes (some agent shells leave one open) would
+    block forever: wait at most STDIN_WAIT_S for its first byte or its end.
+    """
+    import select
+    import stat
+
+    if sys.stdin is None or sys.stdin.closed:
+        return ""
+    try:
+        if sys.stdin.isatty():
+            return ""
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (ValueError, OSError):
+        return ""
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        ready, _, _ = select.select([sys.stdin], [], [], STDIN_WAIT_S)
+        if not ready:
+            print(f"agentdeck: nothing on stdin after {STDIN_WAIT_S:.0f}s; writing an empty body "
+                  "(use --body TEXT)", file=sys.stderr)
+            return ""
+    return sys.stdin.read()
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def cmd_add(args: Any) -> int:
+    body = args.body if args.body is not None else _read_stdin()
+    store = _store(args)
+    note = store.add(args.title, body, tags=args.tags, kind=args.kind)
+    if args.json:
+        _json({"id": note.id, "path": str(note.path), "version": note.version, "title": note.title})
+    else:
+        print(f"added {note.id}  ({note.path})")
+    return 0
+
+
+def cmd_search(args: Any) -> int:
+    from agentdeck.errors import UsageError
+
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    store = _store(args)
+    hits = store.search(args.query, args.limit, sync=True, kinds=args.kinds)
+    if args.json:
+        keys = ("id", "title", "kind", "tags", "path", "snippet", "author", "updated", "score")
+        _json([{k: h[k] for k in keys if k in h} for h in hits])
+        return 0
+    if not hits:
+        print(f"no notes match {args.query!r}")
+        return 0
+    for hit in hits:
+        tags = " ".join(f"#{t}" for t in hit["tags"])
+        print(f"{hit['id']}  [{hit['kind']}] {hit['title']}" + (f"  {tags}" if tags else ""))
+        if hit["snippet"]:
+            print(f"    {hit['snippet']}")
+    return 0
+
+
+def cmd_show(args: Any) -> int:
+    store = _store(args)
+    note = store.get(args.id)
+    if args.json:
+        _json(note.to_json())
+        return 0
+    text = note.path.read_text(encoding="utf-8", errors="replace") if note.path else note.render()
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_edit(args: Any) -> int:
+    import shlex
+    import subprocess
+    import tempfile
+
+    from agentdeck.errors import Refused, UsageError
+    from agentdeck.memory.store import CORE_ID, JOURNAL_PREFIX, validate_id
+
+    doc_id = validate_id(args.id)
+    if doc_id == CORE_ID or doc_id.startswith(JOURNAL_PREFIX):
+        store = _store(args)
+        raise UsageError(f"{doc_id} is not a note; open {store.path_of(doc_id)} in your editor directly")
+    store = _store(args)
+    note = store.get(doc_id)
+    original = note.path.read_text(encoding="utf-8")
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    fd, tmp = tempfile.mkstemp(prefix=f"agentdeck-{doc_id}-", suffix=".md")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(original)
+    try:
+        rc = subprocess.call([*shlex.split(editor), tmp])
+    except FileNotFoundError:
+        os.unlink(tmp)
+        raise UsageError(f"editor {editor!r} not found; set $EDITOR to your editor") from None
+    if rc != 0:
+        os.unlink(tmp)
+        raise Refused(f"the editor exited with status {rc}; note {doc_id} is unchanged")
+    with open(tmp, encoding="utf-8") as fh:
+        edited = fh.read()
+    if edited == original:
+        os.unlink(tmp)
+        if args.json:
+            _json({"id": doc_id, "version": note.version, "changed": False})
+        else:
+            print(f"no change to {doc_id}")
+        return 0
+    try:
+        updated = store.edit_text(doc_id, edited, expected_version=note.version)
+    except Refused as err:
+        raise Refused(f"{err} (your edited text is kept in {tmp})") from None
+    except UsageError as err:
+        raise UsageError(f"{err} (your edited text is kept in {tmp})") from None
+    os.unlink(tmp)
+    if args.json:
+        _json({"id": updated.id, "version": updated.version, "changed": True, "path": str(updated.path)})
+    else:
+        print(f"updated {updated.id} to version {updated.version}")
+    return 0
+
+
+def cmd_supersede(args: Any) -> int:
+    store = _store(args)
+    old, new = store.supersede(args.id, args.by)
+    if args.json:
+        _json({"id": old.id, "status": old.status, "superseded_by": new.id, "version": old.version})
+    else:
+        print(f"{old.id} is superseded by {new.id} (hidden from search, kept on disk)")
+    return 0
+
+
+def cmd_forget(args: Any) -> int:
+    store = _store(args)
+    note = store.forget(args.id)
+    if args.json:
+        _json({"id": note.id, "status": note.status, "version": note.version})
+    else:
+        print(f"forgot {note.id} (hidden from search, kept at {note.path})")
+    return 0
+
+
+def cmd_recent(args: Any) -> int:
+    from agentdeck.errors import UsageError
+
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    store = _store(args)
+    rows = store.recent(args.limit, sync=True, include_hidden=args.all)
+    if args.json:
+        keys = ("id", "title", "kind", "tags", "path", "author", "updated", "status", "version", "summary")
+        _json([{k: r[k] for k in keys if k in r} for r in rows])
+        return 0
+    if not rows:
+        print("no notes yet; add one with `agentdeck memory add TITLE --body TEXT`")
+        return 0
+    width = max(len(r["author"]) for r in rows)
+    for r in rows:
+        status = "" if r["status"] == "active" else f" ({r['status']})"
+        print(f"{r['updated'][:16].replace('T', ' ')}  {r['author']:<{width}}  {r['kind']:<10} {r['id']}  "
+              f"{r['title']}{status}")
+    return 0
+
+
+def cmd_reindex(args: Any) -> int:
+    import time
+
+    store = _store(args)
+    start = time.perf_counter()
+    count = store.reindex()
+    seconds = time.perf_counter() - start
+    if args.json:
+        _json({"documents": count, "seconds": round(seconds, 3), "index": str(store.index_path)})
+    else:
+        print(f"reindexed {count} document(s) from {store.root} in {seconds:.2f}s")
+    return 0
+
+
+def cmd_journal(args: Any) -> int:
+    text = args.text if args.text is not None else _read_stdin()
+    store = _store(args)
+    note = store.append_journal(text)
+    if args.json:
+        _json({"id": note.id, "path": str(note.path)})
+    else:
+        print(f"appended to {note.id}  ({note.path})")
+    return 0
+
+
+def cmd_brief(args: Any) -> int:
+    from agentdeck.memory.inject import brief_text
+    from agentdeck.memory.store import locate
+
+    repo = getattr(args, "repo", None)
+    if repo:
+        from agentdeck.paths import find_repo
+
+        where = locate(repo=find_repo(repo))
+    else:
+        where = locate()
+    sys.stdout.write(brief_text(where, args.agent))
+    return 0
+
+
+def cmd_mcp(args: Any) -> int:
+    from agentdeck.mcp_server import serve
+
+    return serve(getattr(args, "repo", None))
+
+
+# ----------------------------------------------------------------------------- standalone
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m agentdeck.memory.cli ...`` (same commands, without the rest of agentdeck's CLI)."""
+    from agentdeck.errors import AgentdeckError
+
+    parser = argparse.ArgumentParser(prog="agentdeck")
+    parser.add_argument("--repo")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AgentdeckError as err:
+        print(f"agentdeck: error: {err}", file=sys.stderr)
+        if getattr(args, "json", False):
+            _json({"error": str(err)})
+        return err.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
