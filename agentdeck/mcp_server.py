@@ -192,7 +192,13 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
 
 #: Every tool group of the server, in registration order.  Later issues append
 #: ``register_research_tools`` and ``register_deck_tools`` here.
-TOOL_GROUPS: list[Callable[[Any, ServerContext], None]] = [register_memory_tools]
+def register_deck_tools(server: Any, context: ServerContext) -> None:
+    from agentdeck.deck_tools import register_deck_tools as register
+
+    register(server, context)
+
+
+TOOL_GROUPS: list[Callable[[Any, ServerContext], None]] = [register_memory_tools, register_deck_tools]
 
 
 def build_server(context: ServerContext | None = None):

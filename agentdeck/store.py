@@ -169,14 +169,40 @@ class AgentRecord:
 
 
 class Store:
-    """Typed access to the agents and events tables."""
+    """Typed access to the agents and events tables.
+
+    Thread-safe: each thread gets its own connection (the deck's workers and the
+    MCP server's tool threads share one Store).
+    """
 
     def __init__(self, path: Path | str):
+        import threading
+
         self.path = Path(path)
-        self.conn = connect(self.path)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self.conn  # create (and migrate) now, so errors surface at open
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
 
     def close(self) -> None:
-        self.conn.close()
+        with self._all_lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass
+            self._all.clear()
+        self._local = __import__("threading").local()
 
     # ---------------------------------------------------------------- agents
     def insert_agent(self, rec: AgentRecord) -> None:
