@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 PERSIST_S = 0.2
 HOOK_GRACE_S = 1.5
 SAVE_SCREEN_EVERY_S = 5.0
-WATCH_GRACE_S = float(os.environ.get("AGENTDECK_WATCH_GRACE", "30"))
+WATCH_GRACE_S = float(os.environ.get("AGENTDECK_WATCH_GRACE", "15"))
 
 
 def _hash(text: str) -> str:

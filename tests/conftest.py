@@ -19,6 +19,7 @@ def isolated_home(tmp_path_factory, monkeypatch):
     socket = f"adtest-{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("AGENTDECK_HOME", str(home))
     monkeypatch.setenv("AGENTDECK_TMUX_SOCKET", socket)
+    monkeypatch.setenv("AGENTDECK_WATCH_GRACE", "3")
     monkeypatch.setenv("GIT_AUTHOR_NAME", "Test")
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.com")
     monkeypatch.setenv("GIT_COMMITTER_NAME", "Test")

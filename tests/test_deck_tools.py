@@ -6,13 +6,22 @@ import anyio
 from memory_support import _no_memory_env, error_text, mcp_session, result_data, server_params  # noqa: F401
 from support import git, retry_until
 
+def params(repo, agent):
+    """The server's environment is minimal: hand it this test's home and tmux socket."""
+    import os
+
+    keep = {k: os.environ[k] for k in ("AGENTDECK_HOME", "AGENTDECK_TMUX_SOCKET", "AGENTDECK_WATCH_GRACE")
+            if k in os.environ}
+    return server_params(repo, agent=agent, env=keep)
+
+
 DECK_TOOLS = {"deck_list_agents", "deck_spawn_agent", "deck_send", "deck_agent_status", "deck_agent_diff",
               "deck_wait"}
 
 
 def test_deck_tools_off_by_default(fake_repo):
     async def main():
-        async with mcp_session(server_params(fake_repo, agent="boss")) as s:
+        async with mcp_session(params(fake_repo, "boss")) as s:
             names = {t.name for t in (await s.list_tools()).tools}
             assert not names & DECK_TOOLS and "memory_search" in names
 
@@ -25,7 +34,7 @@ def test_orchestrator_spawns_sends_reads_status_and_diff(fake_repo):
     git(fake_repo, "commit", "-qam", "deck tools on")
 
     async def main():
-        async with mcp_session(server_params(fake_repo, agent="boss")) as s:
+        async with mcp_session(params(fake_repo, "boss")) as s:
             tools = {t.name: t for t in (await s.list_tools()).tools}
             assert DECK_TOOLS <= set(tools)
             assert tools["deck_list_agents"].annotations.read_only_hint is True
