@@ -32,6 +32,8 @@ class GitError(Refused):
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    # Never take an agent's index.lock for a read (status refreshes it opportunistically otherwise).
+    env.setdefault("GIT_OPTIONAL_LOCKS", "0")
     env["LC_ALL"] = "C"
     return env
 
