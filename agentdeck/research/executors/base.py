@@ -1,0 +1,137 @@
+"""The executor interface: where and how a trial's job runs.
+
+The loop owns the trial semantics (time budget, timeout, metric, guards,
+ledger); an executor only runs a shell command in a directory with an
+environment, and answers five questions:
+
+- ``submit(spec) -> JobHandle`` — start the job (returns at once).
+- ``poll(handle) -> JobState`` — ``pending`` (accepted, not yet running: a
+  cluster queue), ``running``, ``done`` (with the exit code) or ``lost`` (the
+  job vanished without an exit status: its node or cluster went away, or its
+  process died while agentdeck was not watching).
+- ``read_log(handle) -> str`` — the job's output so far (stdout and stderr).
+- ``cancel(handle)`` — stop it, everything it started included.
+- ``reattach(data) -> JobHandle | None`` — rebuild a handle from the
+  JSON-able ``handle.data`` recorded in the ledger, after agentdeck restarted;
+  None when the job is gone (the loop then reads what it left, if anything).
+
+``handle.data`` is everything needed to find the job again: process ids for
+the local executor, a deterministic submission id for Ray (so a restarted
+agentdeck never submits twice), a job id for Slurm.  The loop enforces
+``timeout_s`` itself by calling ``cancel`` (Ray has no per-job timeout), and
+starts the clock when a job is first seen ``running``, not when it was queued.
+
+Slots: ``slots(setting)`` returns the lanes the loop leases one job to at a
+time.  The local executor pins a job to its GPU with ``CUDA_VISIBLE_DEVICES``;
+a cluster executor may instead ask its scheduler for one GPU per job and use
+the slots only to bound how many jobs it keeps in flight (``pins_devices``).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class JobSpec:
+    """One job: run *command* (a shell command line) in *cwd*."""
+
+    trial_id: int
+    tag: str
+    command: str
+    cwd: Path
+    env: dict[str, str]  # added to the executor's environment
+    log_path: Path  # where the job's output must end up
+    slot: str  # the slot the loop leased for it
+    budget_s: float
+    timeout_s: float
+    name: str = ""  # a stable, unique job name: "<repo_id>-<tag>-<trial>"
+
+
+@dataclass
+class JobHandle:
+    executor: str
+    job_id: str
+    #: JSON-able; stored in the ledger.  An executor whose jobs run at once sets ``running_at``
+    #: (epoch seconds) so the loop times them from their start, not from its next poll.
+    data: dict[str, Any] = field(default_factory=dict)
+    node: str = ""  # where it runs (a hostname for cluster executors)
+    runtime: Any = None  # process-local object (a Popen); never stored
+
+
+@dataclass
+class JobState:
+    state: str  # "pending" | "running" | "done" | "lost"
+    exit_code: int | None = None
+    detail: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "lost")
+
+
+class Executor(ABC):
+    """Runs trial jobs; see the module docstring for the contract."""
+
+    name = "base"
+    #: True when the executor pins each job to its slot's device itself (CUDA_VISIBLE_DEVICES).
+    pins_devices = True
+
+    def __init__(self) -> None:
+        #: Set when a job may have changed state, so the loop wakes at once instead of at its next tick.
+        self.wake = threading.Event()
+
+    def slots(self, setting: Any) -> list[str]:
+        from agentdeck.research.gpus import resolve_slots
+
+        return resolve_slots(setting)
+
+    def check(self, research_dir: Path | None = None) -> None:
+        """Raise a UsageError naming the fix when this executor cannot run here (called before a run
+        with the repository's research dir, where trial worktrees and logs live)."""
+
+    @abstractmethod
+    def submit(self, spec: JobSpec) -> JobHandle: ...
+
+    @abstractmethod
+    def poll(self, handle: JobHandle) -> JobState: ...
+
+    @abstractmethod
+    def read_log(self, handle: JobHandle) -> str: ...
+
+    @abstractmethod
+    def cancel(self, handle: JobHandle) -> None: ...
+
+    @abstractmethod
+    def reattach(self, data: dict[str, Any]) -> JobHandle | None: ...
+
+    def finish(self, handle: JobHandle) -> None:
+        """Called once a finished job is recorded: release what the executor still holds."""
+
+    def close(self) -> None:
+        """Called when the loop exits (jobs still running are left running)."""
+
+
+def get_executor(name: str, settings: Any = None) -> Executor:
+    """The executor called *name* (``local``; ``ray`` and ``slurm`` come with the cluster issue)."""
+    from agentdeck.errors import UsageError
+
+    if name == "local":
+        from agentdeck.research.executors.local import LocalExecutor
+
+        return LocalExecutor()
+    try:
+        import importlib
+
+        module = importlib.import_module(f"agentdeck.research.executors.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"agentdeck.research.executors.{name}":
+            raise UsageError(
+                f"[research] executor = {name!r} is not available in this version; use \"local\""
+            ) from None
+        raise
+    return module.make_executor(settings)
