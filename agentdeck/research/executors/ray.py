@@ -121,7 +121,7 @@ class _LogSync:
 class RayExecutor(Executor):
     name = "ray"
     pins_devices = False
-    LOG_INTERVAL_S = 0.5  # the watcher's round: state and new log lines of every job
+    LOG_INTERVAL_S = 0.25  # the watcher's round (longer with many jobs): state and new log lines
     STATE_TTL_S = 1.0  # poll answers from the watcher's state when it is this fresh
     LOST_AFTER_S = 30.0
     REQUEST_TIMEOUT_S = 20.0

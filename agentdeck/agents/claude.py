@@ -1,0 +1,201 @@
+"""Claude Code (kind ``claude``).
+
+Launch: ``claude --settings <file> --session-id <uuid> -- <prompt>``; restart:
+``claude --settings <file> --resume <uuid>``.  The settings file (one per agent,
+under ``<state_dir>/agents/<slug>/``) carries agentdeck's hooks; later features
+add to the same dict through :func:`register_settings_extension` (a second
+``--settings`` would replace the first).  The user's ``~/.claude`` files are
+never written.
+
+Facts from Claude Code 2.1.197 (tests/fixtures/screens/claude_*.txt are real captures):
+
+* hooks get their payload as JSON on stdin; ``PermissionRequest`` fires the moment a
+  permission dialog or an AskUserQuestion question appears, ``Notification
+  permission_prompt`` about 6 s later; a "No"/Esc at the dialog fires no hook;
+  ``StopFailure`` ends a turn that failed (API error);
+* ``--resume ID`` fails ("No conversation found") until the conversation has a first
+  message: restart then starts the same id afresh with ``--session-id``;
+* a worktree of a trusted repository is trusted; otherwise the folder-trust dialog
+  ("Quick safety check ... Yes, I trust this folder") shows before any hook runs, and
+  the prompt given on the command line is submitted once it is accepted.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shlex
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict
+
+#: The hook events agentdeck registers, each calling ``agentdeck hook claude <Event>``.
+HOOK_EVENTS = (
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PermissionRequest",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "Notification",
+    "Stop",
+    "StopFailure",
+    "SessionEnd",
+)
+
+#: Seconds Claude Code waits for one of our hooks before going on without it.
+HOOK_TIMEOUT_S = 10
+
+SettingsExtension = Callable[[LaunchContext, dict], None]
+_EXTENSIONS: list[SettingsExtension] = []
+
+
+def register_settings_extension(fn: SettingsExtension) -> SettingsExtension:
+    """Let another feature (memory) add to the ``--settings`` dict: ``fn(ctx, settings)`` mutates it."""
+    if fn not in _EXTENSIONS:
+        _EXTENSIONS.append(fn)
+    return fn
+
+
+# ---------------------------------------------------------------------- screen patterns
+# Permission dialogs: "Do you want to proceed?", "Do you want to make this edit to X?",
+# "Do you want to create X?" ... with numbered choices and "Esc to cancel".
+_PERMISSION_RE = re.compile(r"^\s*Do you want to .+\?\s*$", re.MULTILINE)
+_CHOICE_RE = re.compile(r"^\s*(?:❯\s*)?1\.\s+Yes\b", re.MULTILINE)
+_ESC_CANCEL_RE = re.compile(r"Esc to cancel", re.IGNORECASE)
+# AskUserQuestion: "Enter to select · ↑/↓ to navigate · Esc to cancel".
+_QUESTION_RE = re.compile(r"Enter to select\b.*\bEsc to cancel", re.IGNORECASE)
+_TRUST_RE = re.compile(r"Yes, I trust this folder|Do you trust the files in this folder\?")
+_TRUST_SELECTED_RE = re.compile(r"❯\s*1\.\s*Yes, I trust this folder")
+_API_KEY_RE = re.compile(r"Detected a custom API key in your environment")
+_ONBOARDING_RE = re.compile(
+    r"Choose the text style|Select login method|Let's get started|Unable to connect to Anthropic services"
+    r"|Welcome to Claude Code v[\d.]+\n[.\s]*$",
+    re.IGNORECASE,
+)
+_BYPASS_RE = re.compile(r"Bypass Permissions mode", re.IGNORECASE)
+_WORKING_RE = re.compile(r"esc to interrupt", re.IGNORECASE)
+# The prompt box: "❯ " between two rules, with the hints line under it.
+_PROMPT_RE = re.compile(r"^❯(?:\s.*)?$", re.MULTILINE)  # the box holds "❯" + NBSP
+_RULE_RE = re.compile(r"^─{10,}\s*$", re.MULTILINE)
+
+
+def tail_lines(screen: str, n: int) -> str:
+    """The last *n* non-blank-trailing lines of a screen (agents draw at the top of a tall pane)."""
+    return "\n".join(screen.rstrip().splitlines()[-n:])
+
+
+class ClaudeAdapter(Adapter):
+    kind = "claude"
+    binary = "claude"
+    has_events = True
+    quiet_s = 1.5
+
+    # ------------------------------------------------------------------ launch
+    def prepare(self, ctx: LaunchContext) -> None:
+        """Choose the conversation id (kept across restarts) and write the settings file."""
+        if not ctx.session_id:
+            ctx.session_id = str(uuid.uuid4())
+        path = self.settings_path(ctx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.settings_dict(ctx), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        ctx.extra["claude_settings"] = str(path)
+
+    def settings_path(self, ctx: LaunchContext) -> Path:
+        from agentdeck.paths import slugify
+
+        return Path(ctx.state_dir) / "agents" / slugify(ctx.name) / "claude-settings.json"
+
+    def hook_entry(self, ctx: LaunchContext, event: str) -> dict[str, Any]:
+        command = shlex.join([*ctx.hook_command, "claude", event])
+        return {"hooks": [{"type": "command", "command": command, "timeout": HOOK_TIMEOUT_S}]}
+
+    def settings_dict(self, ctx: LaunchContext) -> dict[str, Any]:
+        """The one ``--settings`` JSON: agentdeck's hooks, plus what registered extensions add."""
+        settings: dict[str, Any] = {"hooks": {}}
+        if ctx.hook_command:
+            settings["hooks"] = {event: [self.hook_entry(ctx, event)] for event in HOOK_EVENTS}
+        for extend in list(_EXTENSIONS):
+            extend(ctx, settings)
+        return settings
+
+    def config_dir(self, env: dict[str, str] | None = None) -> Path:
+        """Where Claude Code keeps its conversations (``CLAUDE_CONFIG_DIR`` or ``~/.claude``)."""
+        merged = {**os.environ, **(env or {})}
+        override = merged.get("CLAUDE_CONFIG_DIR")
+        return Path(override).expanduser() if override else Path(merged.get("HOME") or Path.home()) / ".claude"
+
+    def transcript_exists(self, session_id: str, env: dict[str, str] | None = None) -> bool:
+        if not session_id:
+            return False
+        pattern = str(self.config_dir(env) / "projects" / "*" / f"{glob.escape(session_id)}.jsonl")
+        return bool(glob.glob(pattern))
+
+    def launch_argv(self, ctx: LaunchContext) -> list[str]:
+        argv = self.command_argv()
+        settings = ctx.extra.get("claude_settings") or str(self.settings_path(ctx))
+        argv += ["--settings", settings]
+        resumable = ctx.resume and self.transcript_exists(ctx.session_id, self.agent_def.env)
+        if resumable:
+            return [*argv, "--resume", ctx.session_id]
+        if ctx.session_id:
+            argv += ["--session-id", ctx.session_id]
+        # A restart of a conversation that never got its first message starts it afresh,
+        # prompt included.
+        if ctx.prompt:
+            argv += ["--", ctx.prompt]
+        return argv
+
+    def prompt_typed_after_start(self, ctx: LaunchContext) -> bool:
+        return False  # the prompt is an argument
+
+    # ------------------------------------------------------------------ input
+    def approve(self, pane: PaneIO) -> None:
+        # "1" picks "Yes" in a permission dialog (the first choice of a question).
+        pane.send_keys("1")
+
+    def deny(self, pane: PaneIO) -> None:
+        # Esc cancels any of its dialogs; Claude then stops the turn and waits for input.
+        pane.send_keys("Escape")
+
+    # ------------------------------------------------------------------ status
+    def classify(self, screen: str) -> ScreenVerdict:
+        bottom = tail_lines(screen, 30)
+        tail = tail_lines(screen, 6)
+        if _TRUST_RE.search(bottom):
+            # dialog_action answers it: still starting, not waiting for the user.
+            return ScreenVerdict(None, "folder trust dialog")
+        if _API_KEY_RE.search(bottom):
+            return ScreenVerdict("waiting", "API key dialog")
+        if _BYPASS_RE.search(bottom) and "accept" in bottom.lower():
+            return ScreenVerdict("waiting", "bypass-permissions warning")
+        if _PERMISSION_RE.search(bottom) and _CHOICE_RE.search(bottom) and _ESC_CANCEL_RE.search(bottom):
+            return ScreenVerdict("waiting", "permission prompt")
+        if _QUESTION_RE.search(bottom):
+            return ScreenVerdict("waiting", "question")
+        if _WORKING_RE.search(tail):
+            return ScreenVerdict("working", "esc to interrupt")
+        if _PROMPT_RE.search(tail) and _RULE_RE.search(tail):
+            return ScreenVerdict("idle", "prompt box")
+        if _ONBOARDING_RE.search(bottom):
+            return ScreenVerdict("waiting", "first-run setup")
+        return ScreenVerdict(None)
+
+    def dialog_action(self, screen: str) -> list[str] | None:
+        """Accept the folder-trust dialog (agentdeck made this worktree for the user)."""
+        bottom = tail_lines(screen, 30)
+        if _TRUST_RE.search(bottom) and _TRUST_SELECTED_RE.search(bottom):
+            return ["Enter"]
+        return None
+
+    def hook_status(self, event: str, payload: dict[str, Any]) -> str | None:
+        from agentdeck.hooks import status_for
+
+        status = status_for("claude", event, payload)
+        return None if status == "first-idle" else status

@@ -1,0 +1,195 @@
+"""OpenAI Codex CLI (kind ``codex``).
+
+Launch: ``codex --no-daemon -c notify=[<agentdeck hook codex notify>] -- <prompt>``;
+restart: ``codex resume --no-daemon -c notify=[...] <session id>``.
+
+Facts from Codex 0.169.0 (tests/fixtures/screens/codex_*.txt are real captures):
+
+* by default the TUI talks to a shared background app-server ("daemon") per
+  ``CODEX_HOME``; quitting the TUI then leaves the turn running ("Disconnected from
+  this task. Any running work continues.").  ``--no-daemon`` keeps each agent one
+  process tree that dies with its pane, as agentdeck's kill and liveness expect;
+* ``notify`` runs a program with one JSON argument on each completed turn
+  (``{"type": "agent-turn-complete", "thread-id": ..., "cwd": ...}``) - also for the
+  side thread that writes the conversation's title, which has no session file;
+* a conversation's id is its ``thread-id``; its session file
+  ``$CODEX_HOME/sessions/YYYY/MM/DD/rollout-<time>-<id>.jsonl`` starts with a
+  ``session_meta`` line holding ``id`` and ``cwd``; it appears with the first
+  message, not at start;
+* text typed faster than a person types is taken as a paste: an Enter that follows it
+  within ~0.2-0.4 s (longer for long text) becomes a newline instead of submitting;
+* the folder-trust dialog ("Trust this folder? ... 1. Trust and continue") shows for
+  a folder outside a trusted repository (trust is recorded for the repository root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict
+
+
+def tail_lines(screen: str, n: int) -> str:
+    return "\n".join(screen.rstrip().splitlines()[-n:])
+
+
+_WAITING_RE = re.compile(
+    r"Would you like to (?:run the following command|make the following edits|allow|grant)"
+    r"|Press enter to confirm or esc to cancel"
+    r"|^\s*›?\s*1\.\s+Yes, (?:proceed|allow)",
+    re.MULTILINE | re.IGNORECASE,
+)
+_TRUST_RE = re.compile(r"Trust this folder\?|Do you trust the contents of this directory", re.IGNORECASE)
+_TRUST_SELECTED_RE = re.compile(r"›\s*1\.\s*(?:Trust and continue|Yes)", re.IGNORECASE)
+_WORKING_RE = re.compile(r"esc to interrupt", re.IGNORECASE)
+_IDLE_RE = re.compile(r"\? for shortcuts|^›\s", re.MULTILINE)
+_LOGIN_RE = re.compile(r"Sign in with ChatGPT|Provide your own API key", re.IGNORECASE)
+_SESSION_ID_RE = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl$")
+
+
+class CodexAdapter(Adapter):
+    kind = "codex"
+    binary = "codex"
+    # `notify` reports turn completion; working/waiting come from the screen.
+    has_events = True
+    quiet_s = 1.5
+
+    # ------------------------------------------------------------------ launch
+    def codex_home(self) -> Path:
+        env = {**os.environ, **self.agent_def.env}
+        override = env.get("CODEX_HOME")
+        return Path(override).expanduser() if override else Path(env.get("HOME") or Path.home()) / ".codex"
+
+    def notify_argv(self, ctx: LaunchContext) -> list[str]:
+        return [*ctx.hook_command, "codex", "notify"]
+
+    def common_options(self, ctx: LaunchContext) -> list[str]:
+        options = ["--no-daemon"]
+        if ctx.hook_command:
+            # A JSON array of strings is a valid TOML array.
+            options += ["-c", "notify=" + json.dumps(self.notify_argv(ctx))]
+        options += ["-c", "check_for_update_on_startup=false"]
+        return options
+
+    def prepare(self, ctx: LaunchContext) -> None:
+        """On restart, find the conversation this agent had (by its folder) if none is known yet."""
+        if ctx.resume:
+            if ctx.session_id and self.session_file(ctx.session_id) is None:
+                ctx.session_id = ""
+            if not ctx.session_id:
+                ctx.session_id = self.find_session_id(ctx.start_dir) or ""
+        ctx.extra["codex_launched_at"] = time.time()
+
+    def launch_argv(self, ctx: LaunchContext) -> list[str]:
+        argv = self.command_argv()
+        if ctx.resume and ctx.session_id:
+            return [*argv, "resume", *self.common_options(ctx), ctx.session_id]
+        argv += self.common_options(ctx)
+        # No conversation to resume (it never got a message): start afresh, prompt included.
+        if ctx.prompt:
+            argv += ["--", ctx.prompt]
+        return argv
+
+    def prompt_typed_after_start(self, ctx: LaunchContext) -> bool:
+        return False  # the prompt is an argument
+
+    def after_launch(self, ctx: LaunchContext, pane: PaneIO) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------------ sessions
+    def session_files(self) -> list[Path]:
+        """Session files, newest first (their names start with the creation time)."""
+        root = self.codex_home() / "sessions"
+        files = list(root.glob("*/*/*/rollout-*.jsonl"))
+        files.sort(key=lambda p: p.name, reverse=True)
+        return files
+
+    def session_file(self, session_id: str) -> Path | None:
+        for path in (self.codex_home() / "sessions").glob(f"*/*/*/rollout-*{session_id}.jsonl"):
+            return path
+        return None
+
+    @staticmethod
+    def read_session_meta(path: Path) -> dict[str, Any] | None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                first = fh.readline()
+            record = json.loads(first)
+        except (OSError, ValueError):
+            return None
+        if record.get("type") != "session_meta" or not isinstance(record.get("payload"), dict):
+            return None
+        return record["payload"]
+
+    def find_session_id(self, start_dir: Path | str, since: float | None = None) -> str | None:
+        """The newest conversation Codex recorded for *start_dir* (each agent has its own
+        worktree, so another agent's conversation never matches)."""
+        target = os.path.realpath(str(start_dir))
+        for path in self.session_files():
+            if since is not None:
+                try:
+                    if path.stat().st_mtime < since - 5:
+                        break  # newest first: the rest are older still
+                except OSError:
+                    continue
+            meta = self.read_session_meta(path)
+            if not meta or not meta.get("cwd"):
+                continue
+            if os.path.realpath(str(meta["cwd"])) == target:
+                sid = meta.get("id") or meta.get("session_id")
+                if not sid:
+                    m = _SESSION_ID_RE.search(path.name)
+                    sid = m.group(1) if m else None
+                if sid:
+                    return str(sid)
+        return None
+
+    # ------------------------------------------------------------------ input
+    def submit(self, pane: PaneIO, text: str) -> None:
+        """Type, let Codex's paste detection settle, then Enter (else Enter becomes a newline)."""
+        pane.send_text(text, enter=False)
+        time.sleep(self.submit_settle_s(text))
+        pane.send_keys("Enter")
+
+    @staticmethod
+    def submit_settle_s(text: str) -> float:
+        return min(3.0, 0.4 + len(text) / 1000.0)
+
+    def approve(self, pane: PaneIO) -> None:
+        pane.send_keys("y")  # "1. Yes, proceed (y)"
+
+    def deny(self, pane: PaneIO) -> None:
+        pane.send_keys("Escape")  # "No, and tell Codex what to do differently (esc)"
+
+    # ------------------------------------------------------------------ status
+    def classify(self, screen: str) -> ScreenVerdict:
+        bottom = tail_lines(screen, 30)
+        tail = tail_lines(screen, 8)
+        if _TRUST_RE.search(bottom):
+            # dialog_action answers it: still starting, not waiting for the user.
+            return ScreenVerdict(None, "folder trust dialog")
+        if _WAITING_RE.search(bottom):
+            return ScreenVerdict("waiting", "approval prompt")
+        if _WORKING_RE.search(tail):
+            return ScreenVerdict("working", "esc to interrupt")
+        if _LOGIN_RE.search(bottom):
+            return ScreenVerdict("waiting", "sign-in screen")
+        if _IDLE_RE.search(tail):
+            return ScreenVerdict("idle", "composer")
+        return ScreenVerdict(None)
+
+    def dialog_action(self, screen: str) -> list[str] | None:
+        bottom = tail_lines(screen, 30)
+        if _TRUST_RE.search(bottom) and _TRUST_SELECTED_RE.search(bottom):
+            return ["Enter"]
+        return None
+
+    def hook_status(self, event: str, payload: dict[str, Any]) -> str | None:
+        from agentdeck.hooks import status_for
+
+        return status_for("codex", str(payload.get("type") or event), payload)

@@ -1,0 +1,171 @@
+"""Gemini CLI (kind ``gemini``).
+
+Launch: ``gemini --skip-trust --session-id <uuid> [-i <prompt>]``; restart:
+``gemini --skip-trust --resume <uuid>``.
+
+Facts from Gemini CLI 0.61.0 (tests/fixtures/screens/gemini_*.txt are real captures):
+
+* hooks (``BeforeAgent``, ``BeforeTool``, ``AfterTool``, ``AfterAgent``,
+  ``Notification`` with ``notification_type: "ToolPermission"``, ``SessionStart``,
+  ``SessionEnd``) take their payload on stdin like Claude Code's, but live only in
+  settings files; the one a launch can name is the *system* settings file
+  (``GEMINI_CLI_SYSTEM_SETTINGS_PATH``).  agentdeck writes its own there only when
+  that does not hide a real one (the variable unset and no file at the default
+  location), and Gemini refuses a file under a group/world-writable directory
+  (``/tmp``), so the hooks are skipped there and the screen alone tells the status;
+* ``--skip-trust`` trusts the folder for this session only (no dialog, nothing saved);
+* ``--resume`` takes the id given with ``--session-id``; conversations are kept in
+  ``~/.gemini/tmp/<project>/chats/session-<time>-<first 8 chars of the id>.jsonl``;
+* with the model on "Auto", each prompt first goes to a routing model; pass
+  ``-m`` in the definition's args to skip it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import stat
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict
+
+HOOK_EVENTS = ("SessionStart", "BeforeAgent", "BeforeTool", "AfterTool", "AfterAgent", "Notification", "SessionEnd")
+DEFAULT_SYSTEM_SETTINGS = {
+    "linux": Path("/etc/gemini-cli/settings.json"),
+    "darwin": Path("/Library/Application Support/GeminiCli/settings.json"),
+}
+
+
+def tail_lines(screen: str, n: int) -> str:
+    return "\n".join(screen.rstrip().splitlines()[-n:])
+
+
+_WAITING_RE = re.compile(
+    r"Allow execution of|Apply this change\?|Do you want to proceed\?|Waiting for user confirmation"
+    r"|^[│\s]*●\s*1\.\s+(?:Allow once|Yes, allow once)",
+    re.MULTILINE | re.IGNORECASE,
+)
+_TRUST_RE = re.compile(r"Do you trust the files in this folder\?")
+_TRUST_SELECTED_RE = re.compile(r"●\s*1\.\s*Trust folder")
+_AUTH_RE = re.compile(r"How would you like to authenticate|Enter Gemini API Key|Waiting for auth", re.IGNORECASE)
+_WORKING_RE = re.compile(r"esc to cancel", re.IGNORECASE)
+_IDLE_RE = re.compile(r"Type your message or @path/to/file")
+
+
+class GeminiAdapter(Adapter):
+    kind = "gemini"
+    binary = "gemini"
+    has_events = True  # when the hooks could be installed; otherwise no hook ever sets a status
+    quiet_s = 1.5
+
+    # ------------------------------------------------------------------ launch
+    def settings_path(self, ctx: LaunchContext) -> Path:
+        from agentdeck.paths import slugify
+
+        return Path(ctx.state_dir) / "agents" / slugify(ctx.name) / "gemini-system-settings.json"
+
+    def settings_dict(self, ctx: LaunchContext) -> dict[str, Any]:
+        hooks = {}
+        for event in HOOK_EVENTS:
+            command = shlex.join([*ctx.hook_command, "gemini", event])
+            hooks[event] = [{"hooks": [{"type": "command", "command": command, "name": f"agentdeck-{event}",
+                                        "timeout": 10_000}]}]
+        return {"hooks": hooks}
+
+    def can_install_hooks(self, path: Path) -> bool:
+        env = {**os.environ, **self.agent_def.env}
+        if env.get("GEMINI_CLI_SYSTEM_SETTINGS_PATH"):
+            return False  # the user's (or admin's) own system settings: never hide them
+        default = DEFAULT_SYSTEM_SETTINGS.get(sys.platform)
+        if default is not None and default.exists():
+            return False
+        return not any(_loosely_writable(parent) for parent in path.parents)
+
+    def prepare(self, ctx: LaunchContext) -> None:
+        if not ctx.session_id:
+            ctx.session_id = str(uuid.uuid4())
+        path = self.settings_path(ctx)
+        ctx.extra["gemini_settings"] = ""
+        if ctx.hook_command and self.can_install_hooks(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.settings_dict(ctx), indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+            ctx.extra["gemini_settings"] = str(path)
+
+    def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
+        env = dict(self.agent_def.env)
+        if ctx.extra.get("gemini_settings"):
+            env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"] = ctx.extra["gemini_settings"]
+        return env
+
+    def gemini_dir(self) -> Path:
+        env = {**os.environ, **self.agent_def.env}
+        return Path(env.get("HOME") or Path.home()) / ".gemini"
+
+    def transcript_exists(self, session_id: str) -> bool:
+        if not session_id:
+            return False
+        return any((self.gemini_dir() / "tmp").glob(f"*/chats/session-*-{session_id[:8]}.json*"))
+
+    def launch_argv(self, ctx: LaunchContext) -> list[str]:
+        argv = [*self.command_argv(), "--skip-trust"]
+        if ctx.resume and self.transcript_exists(ctx.session_id):
+            return [*argv, "--resume", ctx.session_id]
+        if ctx.session_id:
+            argv += ["--session-id", ctx.session_id]
+        if ctx.prompt:
+            argv += ["--prompt-interactive", ctx.prompt]
+        return argv
+
+    def prompt_typed_after_start(self, ctx: LaunchContext) -> bool:
+        return False
+
+    # ------------------------------------------------------------------ input
+    def approve(self, pane: PaneIO) -> None:
+        pane.send_keys("1")  # "● 1. Allow once"
+
+    def deny(self, pane: PaneIO) -> None:
+        pane.send_keys("Escape")  # "No, suggest changes (esc)"
+
+    # ------------------------------------------------------------------ status
+    def classify(self, screen: str) -> ScreenVerdict:
+        bottom = tail_lines(screen, 30)
+        tail = tail_lines(screen, 8)
+        if _TRUST_RE.search(bottom):
+            return ScreenVerdict(None, "folder trust dialog")
+        if _AUTH_RE.search(bottom):
+            return ScreenVerdict("waiting", "sign-in dialog")
+        if _WAITING_RE.search(bottom):
+            return ScreenVerdict("waiting", "confirmation")
+        if _WORKING_RE.search(tail):
+            return ScreenVerdict("working", "esc to cancel")
+        if _IDLE_RE.search(tail):
+            return ScreenVerdict("idle", "input box")
+        return ScreenVerdict(None)
+
+    def dialog_action(self, screen: str) -> list[str] | None:
+        bottom = tail_lines(screen, 30)
+        if _TRUST_RE.search(bottom) and _TRUST_SELECTED_RE.search(bottom):
+            return ["Enter"]
+        return None
+
+    def hook_status(self, event: str, payload: dict[str, Any]) -> str | None:
+        from agentdeck.hooks import status_for
+
+        status = status_for("gemini", event, payload)
+        return None if status == "first-idle" else status
+
+
+def _loosely_writable(path: Path) -> bool:
+    """True when group or others may write *path* (Gemini refuses settings below such a folder)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False  # not created yet: made by us, with the default umask
+    return bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
