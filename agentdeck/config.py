@@ -120,6 +120,9 @@ class RaySettings:
     """GPUs per trial entrypoint."""
     runtime_env: dict[str, Any] = field(default_factory=dict)
     """Extra runtime_env entries merged into each job's."""
+    shared_fs: Union[bool, None] = None
+    """True: jobs run in the worktree in place (the nodes share its filesystem); false: the worktree
+    is uploaded as working_dir. Unset: in place for a cluster on this host, uploaded otherwise."""
 
 
 @dataclass

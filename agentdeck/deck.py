@@ -349,11 +349,18 @@ class Deck:
             return argv
         return ["env", f"PYTHONPATH={pkg_parent}", *argv]
 
+    @staticmethod
+    def hook_argv() -> list[str]:
+        """argv prefix of ``agentdeck hook``: standard library only, so ``python -S`` (no site
+        start-up cost) with the package's folder on PYTHONPATH."""
+        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        return ["env", f"PYTHONPATH={pkg_parent}", sys.executable, "-S", "-m", "agentdeck", "hook"]
+
     def _context(self, rec: AgentRecord, resume: bool) -> LaunchContext:
         return LaunchContext(
             name=rec.name, worktree=Path(rec.worktree), start_dir=Path(rec.start_dir),
             state_dir=self.repo.state_dir, repo_root=self.repo.root, prompt=rec.prompt,
-            session_id=rec.session_id, resume=resume, hook_command=self.agentdeck_argv("hook"),
+            session_id=rec.session_id, resume=resume, hook_command=self.hook_argv(),
             mcp_command=self.agentdeck_argv("mcp"), extra=dict(rec.extra),
         )
 

@@ -148,7 +148,8 @@ class Sampler:
         changed_at = state["changed_at"] if state is not None else now
         saved_at = state["saved_at"] if state is not None else 0.0
         updates: dict[str, object] = {"fingerprint": fingerprint, "sampled_at": now}
-        if changed_fp or not verdict:
+        # window_activity counts whole seconds: look again at panes active in the last two.
+        if changed_fp or not verdict or now - pane.activity <= 2:
             screen = deck.tmux.capture(pane.pane_id)
             new_hash = _hash(screen)
             if settle and stale and new_hash != screen_hash:
@@ -163,6 +164,8 @@ class Sampler:
             elif new_hash != screen_hash:
                 changed_at = now
             keys = adapter.dialog_action(screen)
+            if keys and self._dialog_recently_answered(rec.name, now):
+                keys = None  # the last answer is still being processed; never send it twice
             if keys:
                 deck.tmux.send_keys(pane.pane_id, *keys)
                 store.add_event(rec.name, "dialog", "screen", detail={"keys": keys})
@@ -182,12 +185,16 @@ class Sampler:
             # A prompt on screen is unambiguous: no persistence window for `waiting`; and a
             # one-off reader (no watcher running) cannot wait for one.
             if decision == "waiting" and verdict == "waiting" or settle and stale:
-                store.set_status(rec.name, decision, "screen", {"verdict": verdict})
+                store.set_status(rec.name, decision, "screen", {"verdict": verdict}, if_status_at=rec.status_at)
                 updates.update(candidate="", candidate_at=0.0)
         elif now - candidate_at >= PERSIST_S:
-            store.set_status(rec.name, decision, "screen", {"verdict": verdict})
+            store.set_status(rec.name, decision, "screen", {"verdict": verdict}, if_status_at=rec.status_at)
             updates.update(candidate="", candidate_at=0.0)
         store.put_screen_state(rec.name, **updates)
+
+    def _dialog_recently_answered(self, name: str, now: float, within: float = 3.0) -> bool:
+        last = self.deck.store.last_event(name, "dialog")
+        return last is not None and now - last["ts"] < within
 
     def _decide(self, rec, adapter, verdict: str, changed_at: float, now: float) -> str | None:
         quiet = now - changed_at >= adapter.quiet_s

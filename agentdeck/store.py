@@ -260,14 +260,20 @@ class Store:
 
     def set_status(
         self, name: str, status: str, source: str, detail: dict[str, Any] | None = None,
-        ts: float | None = None,
+        ts: float | None = None, if_status_at: float | None = None,
     ) -> bool:
-        """Record a status change (and its event). Returns False when unchanged."""
+        """Record a status change (and its event). Returns False when unchanged.
+
+        *if_status_at*: only if the recorded status is still the one set at that time
+        (a screen verdict must not overwrite a hook that landed meanwhile).
+        """
         assert status in STATUSES, status
         now = ts if ts is not None else time.time()
         with transaction(self.conn) as c:
-            row = c.execute("SELECT status FROM agents WHERE name = ?", (name,)).fetchone()
+            row = c.execute("SELECT status, status_at FROM agents WHERE name = ?", (name,)).fetchone()
             if row is None or row["status"] == status:
+                return False
+            if if_status_at is not None and row["status_at"] != if_status_at:
                 return False
             c.execute(
                 "UPDATE agents SET status = ?, status_source = ?, status_at = ? WHERE name = ?",

@@ -199,13 +199,15 @@ class Tmux:
             self.cmd("send-keys", "-t", target, *keys)
 
     def send_text(self, target: str, text: str, enter: bool = True) -> None:
-        """Type *text* literally; multi-line text goes in as one (bracketed) paste."""
-        if "\n" in text:
+        """Put *text* in as one paste (bracketed when the program asked for it), then Enter.
+
+        A paste, not typed keys: agent TUIs that detect fast typing as a paste
+        (Codex) would otherwise turn the following Enter into a newline.
+        """
+        if text:
             buffer = f"agentdeck-{os.getpid()}-{time.monotonic_ns()}"
             self.cmd("set-buffer", "-b", buffer, "--", text)
             self.cmd("paste-buffer", "-p", "-d", "-b", buffer, "-t", target)
-        elif text:
-            self.cmd("send-keys", "-t", target, "-l", "--", text)
         if enter:
             # A short pause lets TUIs that debounce paste see Enter as a separate key.
             time.sleep(0.05)
