@@ -1,0 +1,6 @@
+"""The deck: a keyboard-driven Textual TUI over the Deck facade.
+
+Only this package imports Textual; the engine never does.  Entry points:
+:func:`agentdeck.tui.app.make_app` (shared by the CLI and the tests) and
+:func:`agentdeck.tui.app.run_deck` (``agentdeck`` with no arguments).
+"""
