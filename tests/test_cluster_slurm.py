@@ -105,7 +105,7 @@ def test_jobs_beyond_the_gpus_queue_as_pending(tmp_path, monkeypatch):
     ex = executor()
     record = tmp_path / "record.jsonl"
     cmd = (f"echo \"{{\\\"cvd\\\": \\\"$CUDA_VISIBLE_DEVICES\\\", \\\"start\\\": $(date +%s.%N)}}\" >> {record}; "
-           "sleep 2")
+           "sleep 8")
     handles = [ex.submit(spec(tmp_path, i, cmd, slot=f"slurm:{i}")) for i in range(3)]
     seen = []  # what the loop would see, tick by tick
     while not all(ex.poll(h).finished for h in handles):
