@@ -28,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     from agentdeck.errors import AgentdeckError
 
-    parser = build_parser()
     if not argv or (argv[0].startswith("--repo") and len([a for a in argv if not a.startswith("-")]) <= 1):
-        return _open_deck_or_help(parser, argv)
+        return _open_deck_or_help(argv)
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
@@ -79,13 +79,14 @@ def _report(err: Exception, args) -> None:
         print_json({"error": message})
 
 
-def _open_deck_or_help(parser, argv: list[str]) -> int:
+def _open_deck_or_help(argv: list[str]) -> int:
+    """A bare `agentdeck`: the deck, started before anything else is built (first paint)."""
     from agentdeck.errors import AgentdeckError
 
     try:
         from agentdeck.tui.app import run_deck  # noqa: F401  (the deck, when installed)
     except ImportError:
-        parser.print_help()
+        build_parser().print_help()
         return 0
     repos = [a.split("=", 1)[1] for a in argv if a.startswith("--repo=")]
     repos += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--repo"]

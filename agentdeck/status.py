@@ -94,7 +94,7 @@ class Sampler:
         server_alive = tmux.is_alive()
         panes = tmux.panes() if server_alive else {}
         states = store.screen_states()
-        alive = 0
+        work = []
         for rec in store.list_agents():
             if rec.status == "exited" and rec.kept:
                 continue
@@ -104,9 +104,19 @@ class Sampler:
             if pane is None or pane.dead:
                 self._exited(rec, pane, server_alive)
                 continue
-            alive += 1
-            self._sample_pane(rec, pane, states.get(rec.name), now, settle)
-        return alive
+            work.append((rec, pane, states.get(rec.name)))
+        first: dict[str, str] = {}
+        if settle:
+            # Nobody watched: capture every stale pane, wait ONCE, and let the second look tell
+            # still screens from changing ones.
+            for rec, pane, state in work:
+                if state is None or now - state["sampled_at"] > 3 * deck.config.deck.status_interval:
+                    first[rec.name] = tmux.capture(pane.pane_id)
+            if first:
+                time.sleep(min(0.6, min(self.adapter(rec).quiet_s for rec, _, _ in work)))
+        for rec, pane, state in work:
+            self._sample_pane(rec, pane, state, now, first.get(rec.name))
+        return len(work)
 
     # ------------------------------------------------------------------ liveness
     def liveness(self) -> None:
@@ -136,12 +146,12 @@ class Sampler:
         self.deck.store.set_status(rec.name, "exited", "liveness", detail)
 
     # ------------------------------------------------------------------ screen
-    def _sample_pane(self, rec, pane, state, now: float, settle: bool) -> None:
+    def _sample_pane(self, rec, pane, state, now: float, first_look: str | None) -> None:
         deck = self.deck
         store = deck.store
         adapter = self.adapter(rec)
         fingerprint = pane.fingerprint
-        stale = state is None or now - state["sampled_at"] > 3 * deck.config.deck.status_interval
+        settled = first_look is not None
         changed_fp = state is None or state["fingerprint"] != fingerprint
         verdict = state["verdict"] if state is not None else ""
         screen_hash = state["screen_hash"] if state is not None else ""
@@ -149,18 +159,12 @@ class Sampler:
         saved_at = state["saved_at"] if state is not None else 0.0
         updates: dict[str, object] = {"fingerprint": fingerprint, "sampled_at": now}
         # window_activity counts whole seconds: look again at panes active in the last two.
-        if changed_fp or not verdict or now - pane.activity <= 2:
+        if settled or changed_fp or not verdict or now - pane.activity <= 2:
             screen = deck.tmux.capture(pane.pane_id)
             new_hash = _hash(screen)
-            if settle and stale and new_hash != screen_hash:
-                # Nobody watched: is it still changing? Look again after a short while.
-                time.sleep(min(adapter.quiet_s, 0.6))
-                again = deck.tmux.capture(pane.pane_id)
-                if _hash(again) == new_hash:
-                    changed_at = now - adapter.quiet_s  # it has been still for as long as we can tell
-                else:
-                    changed_at = time.time()
-                screen, new_hash = again, _hash(again)
+            if settled and new_hash != screen_hash:
+                # Unwatched until now: still since the first look means quiet for as long as we can tell.
+                changed_at = now - adapter.quiet_s if _hash(first_look) == new_hash else time.time()
             elif new_hash != screen_hash:
                 changed_at = now
             keys = adapter.dialog_action(screen)
@@ -184,7 +188,7 @@ class Sampler:
             updates.update(candidate=decision, candidate_at=now)
             # A prompt on screen is unambiguous: no persistence window for `waiting`; and a
             # one-off reader (no watcher running) cannot wait for one.
-            if decision == "waiting" and verdict == "waiting" or settle and stale:
+            if decision == "waiting" and verdict == "waiting" or settled:
                 store.set_status(rec.name, decision, "screen", {"verdict": verdict}, if_status_at=rec.status_at)
                 updates.update(candidate="", candidate_at=0.0)
         elif now - candidate_at >= PERSIST_S:

@@ -60,6 +60,12 @@ class PaneInfo:
         return f"{int(self.dead)}:{self.activity}:{self.history}:{self.cursor[0]},{self.cursor[1]}"
 
 
+def _clean_argv(argv: list[str]) -> list[str]:
+    """COLUMNS/LINES in the server's environment (a server started from a test or a script) would pin
+    a TUI agent to that size whatever the pane's real size: start the agent without them."""
+    return ["env", "-u", "COLUMNS", "-u", "LINES", *argv]
+
+
 class TmuxGone(Refused):
     """The agentdeck tmux server is not running."""
 
@@ -127,7 +133,7 @@ class Tmux:
                 "-P", "-F", "#{pane_id}"]
         for key, value in env.items():
             args += ["-e", f"{key}={value}"]
-        args.append(shlex.join(argv))
+        args.append(shlex.join(_clean_argv(argv)))
         out = self.cmd(*args)
         pane = out[0].strip() if out else ""
         # A server started before agentdeck wrote its conf: make sure the option holds.
@@ -138,7 +144,7 @@ class Tmux:
         args = ["respawn-pane", "-k", "-t", f"={name}:", "-c", str(start_dir)]
         for key, value in env.items():
             args += ["-e", f"{key}={value}"]
-        args.append(shlex.join(argv))
+        args.append(shlex.join(_clean_argv(argv)))
         self.cmd(*args)
         return self.pane_id(name) or ""
 
