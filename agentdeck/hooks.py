@@ -124,7 +124,7 @@ def event_name(kind: str, args: list[str], payload: dict) -> str:
     return str(payload.get("hook_event_name") or (args[0] if args else ""))
 
 
-SCHEMA_VERSION = 1  # agentdeck.store's schema this fast path writes (a test keeps them equal)
+SCHEMA_VERSION = 2  # agentdeck.store's schema this fast path writes (a test keeps them equal)
 
 
 class _Rec:

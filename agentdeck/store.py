@@ -73,6 +73,10 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2: one slug per agent row, so two `new` calls racing for one slug cannot both win
+    """
+    CREATE UNIQUE INDEX agents_slug ON agents(slug);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
