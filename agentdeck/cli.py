@@ -13,6 +13,8 @@ EXTENSIONS = (
     "agentdeck.review.cli",
     "agentdeck.memory.cli",
     "agentdeck.research.cli",
+    "agentdeck.serve",
+    "agentdeck.usage_cli",
 )
 
 
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     from agentdeck.errors import AgentdeckError
 
-    if not argv or (argv[0].startswith("--repo") and len([a for a in argv if not a.startswith("-")]) <= 1):
+    if not argv or _only_repo_options(argv):
         return _open_deck_or_help(argv)
     parser = build_parser()
     try:
@@ -88,8 +90,8 @@ def _open_deck_or_help(argv: list[str]) -> int:
     except ImportError:
         build_parser().print_help()
         return 0
-    repos = [a.split("=", 1)[1] for a in argv if a.startswith("--repo=")]
-    repos += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--repo"]
+    repos = [a.split("=", 1)[1] if a.startswith("--repo=") else argv[i + 1]  # in the order given
+             for i, a in enumerate(argv) if a.startswith("--repo=") or (a == "--repo" and i + 1 < len(argv))]
     try:
         return int(run_deck(repos or None) or 0)
     except AgentdeckError as err:
@@ -542,3 +544,16 @@ def cmd_watch(args) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
+
+
+def _only_repo_options(argv: list[str]) -> bool:
+    """``agentdeck --repo A [--repo B ...]`` (no command): the deck over those repositories."""
+    i = 0
+    while i < len(argv):
+        if argv[i].startswith("--repo="):
+            i += 1
+        elif argv[i] == "--repo" and i + 1 < len(argv):
+            i += 2
+        else:
+            return False
+    return bool(argv)

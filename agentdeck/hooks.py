@@ -145,10 +145,12 @@ def decide(kind: str, event: str, payload: dict, rec, detail: dict) -> tuple[str
         status = _codex_filter(rec, payload, status, detail, updates)
     elif status == "first-idle":
         status = _first_idle(rec, payload)
-    if kind == "claude" and event == "SessionStart":
+    if kind == "claude" and not (event == "SessionStart" and payload.get("source") == "resume"):
+        # /clear starts a new conversation (restart resumes that one); a fork's SessionStart reports
+        # its source's id, its later events its own.
         sid = payload.get("session_id")
         if isinstance(sid, str) and sid and sid != rec.session_id:
-            updates["session_id"] = sid  # /clear starts a new conversation: restart resumes that one
+            updates["session_id"] = sid
     return status, updates
 
 

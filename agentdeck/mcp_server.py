@@ -190,15 +190,23 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
     server.add_tool(memory_recent, annotations=read_only, title="Recent memory notes")
 
 
-#: Every tool group of the server, in registration order.  Later issues append
-#: ``register_research_tools`` and ``register_deck_tools`` here.
+def register_research_tools(server: Any, context: ServerContext) -> None:
+    """``research_submit(description)``: the ``agent`` proposer's "my change is ready"."""
+    from agentdeck.research.mcp_tools import register_research_tools as register
+
+    register(server, context)
+
+
 def register_deck_tools(server: Any, context: ServerContext) -> None:
     from agentdeck.deck_tools import register_deck_tools as register
 
     register(server, context)
 
 
-TOOL_GROUPS: list[Callable[[Any, ServerContext], None]] = [register_memory_tools, register_deck_tools]
+#: Every tool group of the server, in registration order.
+TOOL_GROUPS: list[Callable[[Any, ServerContext], None]] = [
+    register_memory_tools, register_research_tools, register_deck_tools,
+]
 
 
 def build_server(context: ServerContext | None = None):

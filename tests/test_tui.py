@@ -274,15 +274,18 @@ def test_attach_filter_select_tabs_help_palette_and_quit_keeps_agents(fake_repo)
                 await pilot.press(key)
                 assert tabs.active == tab
             await pilot.press("4")
-            assert "comes with the auto-research feature" in plain(main.query_one("#research-pane"))
+            await until(pilot, lambda: "no research run yet" in plain(main.query_one("#research-summary")),
+                        what="the Research tab says how to start a run")
             assert {"research_pause", "research_stop", "research_promote"} <= active_keys(app)
             for key in ("p", "S", "P"):
                 await pilot.press(key)
-            assert notices(app).count("comes with the auto-research feature") == 3
+            assert notices(app).count("no research run to") == 3
             await pilot.press("1")
             assert "research_pause" not in active_keys(app)
             await pilot.press("f")
-            assert "fork comes with the attention-and-throughput feature" in notices(app)
+            await until(pilot, lambda: type(app.screen).__name__ == "ForkScreen", what="the fork dialog")
+            await pilot.press("escape")
+            await until(pilot, lambda: type(app.screen).__name__ != "ForkScreen", what="fork dialog closed")
             # help lists every key with its description
             await pilot.press("question_mark")
             assert type(app.screen).__name__ == "HelpScreen"

@@ -1,9 +1,10 @@
 """Aider (kind ``aider``): screen-only status.
 
 Launch: ``aider --no-check-update --no-show-release-notes --no-gitignore
---no-analytics``; the initial prompt is typed once it is ready; restart adds
-``--restore-chat-history`` (aider keeps the chat in the worktree, so it is this
-agent's own).
+--no-analytics --read <memory brief>``; the initial prompt is typed once it is ready;
+restart adds ``--restore-chat-history`` (aider keeps the chat in the worktree, so it is
+this agent's own).  Aider has no MCP: the brief (a file under agentdeck's state dir,
+never in the worktree) tells it about the shared memory and its CLI.
 
 Facts from aider 0.86.2 against the OpenAI chat stub (tests/fixtures/screens/aider_*.txt):
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict
+from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict, memory_wired
 
 FIXED_ARGS = ["--no-check-update", "--no-show-release-notes", "--no-gitignore", "--no-analytics"]
 
@@ -43,6 +44,10 @@ class AiderAdapter(Adapter):
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         argv = [*self.command_argv(), *[a for a in FIXED_ARGS if a not in self.agent_def.args]]
+        if memory_wired(ctx):
+            from agentdeck.memory import inject
+
+            argv += inject.aider_args(ctx, ctx.name)  # the memory brief, read-only (aider has no MCP)
         if ctx.resume:
             argv.append("--restore-chat-history")
         return argv

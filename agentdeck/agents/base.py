@@ -106,7 +106,17 @@ class Adapter:
         return argv
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
-        return dict(self.agent_def.env)
+        # The definition's own env wins over what agentdeck adds.
+        return {**self.memory_env(ctx), **self.agent_def.env}
+
+    def memory_env(self, ctx: LaunchContext) -> dict[str, str]:
+        """Where the shared memory is (``AGENTDECK_MEMORY_DIR``) and the brief's path
+        (``AGENTDECK_MEMORY_BRIEF``): what an agent without MCP can use."""
+        if not memory_wired(ctx):
+            return {}
+        from agentdeck.memory import inject
+
+        return inject.memory_env(ctx, ctx.name)
 
     def prompt_typed_after_start(self, ctx: LaunchContext) -> bool:
         """True when the initial prompt must be typed into the pane once the CLI is ready."""
@@ -144,6 +154,16 @@ class Adapter:
     def hook_status(self, event: str, payload: dict[str, Any]) -> str | None:
         """The status an agent event implies (None = no change)."""
         return None
+
+
+def memory_wired(ctx: LaunchContext) -> bool:
+    """True when the agent gets the shared memory: it runs for a repository that exists.
+
+    The store and the per-agent artefacts (brief, MCP config) live under the
+    repository's state dir; a context built for no repository (a dry run, a unit
+    test of the argv) gets none of them, and nothing is written for it.
+    """
+    return Path(ctx.repo_root).is_dir()
 
 
 def _last_lines(screen: str, n: int) -> str:

@@ -1,11 +1,14 @@
 """Claude Code (kind ``claude``).
 
-Launch: ``claude --settings <file> --session-id <uuid> -- <prompt>``; restart:
-``claude --settings <file> --resume <uuid>``.  The settings file (one per agent,
-under ``<state_dir>/agents/<slug>/``) carries agentdeck's hooks; later features
-add to the same dict through :func:`register_settings_extension` (a second
-``--settings`` would replace the first).  The user's ``~/.claude`` files are
-never written.
+Launch: ``claude --settings <file> <memory options> --session-id <uuid> -- <prompt>``;
+restart: ``claude --settings <file> <memory options> --resume <uuid>``.  The settings
+file (one per agent, under ``<state_dir>/agents/<slug>/``) carries agentdeck's hooks;
+other features add to the same dict through :func:`register_settings_extension` (a
+second ``--settings`` would replace the first): the shared memory adds its SessionStart
+``compact`` hook.  The memory options (:mod:`agentdeck.memory.inject`) give the agentdeck
+MCP server (``--mcp-config``), allow its tools without a prompt (``--allowedTools``) and
+add the memory brief (``--append-system-prompt``); ``CLAUDE_CODE_DISABLE_AUTO_MEMORY=1``
+turns Claude's own auto-memory off.  The user's ``~/.claude`` files are never written.
 
 Facts from Claude Code 2.1.197 (tests/fixtures/screens/claude_*.txt are real captures):
 
@@ -31,7 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict
+from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict, memory_wired
+from agentdeck.memory import inject
 
 #: The hook events agentdeck registers, each calling ``agentdeck hook claude <Event>``.
 HOOK_EVENTS = (
@@ -59,6 +63,15 @@ def register_settings_extension(fn: SettingsExtension) -> SettingsExtension:
     if fn not in _EXTENSIONS:
         _EXTENSIONS.append(fn)
     return fn
+
+
+def memory_settings_extension(ctx: LaunchContext, settings: dict) -> None:
+    """The shared memory's SessionStart ``compact`` hook (the brief again after compaction)."""
+    if memory_wired(ctx):
+        inject.claude_settings_extension(ctx, settings)
+
+
+register_settings_extension(memory_settings_extension)
 
 
 # ---------------------------------------------------------------------- screen patterns
@@ -100,6 +113,7 @@ class ClaudeAdapter(Adapter):
         """Choose the conversation id (kept across restarts) and write the settings file."""
         if not ctx.session_id:
             ctx.session_id = str(uuid.uuid4())
+        self.keep_fork_session_id(ctx)
         path = self.settings_path(ctx)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -137,13 +151,27 @@ class ClaudeAdapter(Adapter):
         pattern = str(self.config_dir(env) / "projects" / "*" / f"{glob.escape(session_id)}.jsonl")
         return bool(glob.glob(pattern))
 
+    def memory_args(self, ctx: LaunchContext) -> list[str]:
+        """``--mcp-config`` (the agentdeck server), ``--allowedTools`` (its tools, no prompt) and
+        ``--append-system-prompt`` (the brief); they must come before ``--`` and the prompt."""
+        if not memory_wired(ctx):
+            return []
+        return inject.claude_args(ctx, ctx.name, mcp_command=ctx.mcp_command or None)
+
+    def memory_env(self, ctx: LaunchContext) -> dict[str, str]:
+        """Claude's private auto-memory off (one memory, not two), plus the store and the brief."""
+        if not memory_wired(ctx):
+            return {}
+        return inject.claude_env(ctx, ctx.name)
+
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         argv = self.command_argv()
         settings = ctx.extra.get("claude_settings") or str(self.settings_path(ctx))
-        argv += ["--settings", settings]
+        argv += ["--settings", settings, *self.memory_args(ctx)]
         resumable = ctx.resume and self.transcript_exists(ctx.session_id, self.agent_def.env)
         if resumable:
             return [*argv, "--resume", ctx.session_id]
+        argv += self.fork_args(ctx)  # a fork's first launch: --resume SOURCE --fork-session
         if ctx.session_id:
             argv += ["--session-id", ctx.session_id]
         # A restart of a conversation that never got its first message starts it afresh,
@@ -199,3 +227,35 @@ class ClaudeAdapter(Adapter):
 
         status = status_for("claude", event, payload)
         return None if status == "first-idle" else status
+
+    # ------------------------------------------------------------------ fork (Deck.fork)
+    def fork_args(self, ctx: LaunchContext) -> list[str]:
+        """``--resume SOURCE --fork-session`` while a forked agent has no conversation of its own.
+
+        ``Deck.fork`` stores the source's conversation id in ``extra["fork_session_id"]``.
+        Claude Code 2.1.197 copies the source's transcript into a new conversation and
+        takes the id of ``--session-id`` for it, so the fork's id is agentdeck's choice
+        and a restart resumes the fork, never the source.  ``--resume ID`` finds a
+        conversation of another worktree of the same repository (not of an unrelated
+        folder); without the source's transcript the fork starts a fresh conversation.
+        """
+        source = ctx.extra.get("fork_session_id")
+        if not source or source == ctx.session_id or not self.transcript_exists(source, self.agent_def.env):
+            return []
+        return ["--resume", source, "--fork-session"]
+
+    @staticmethod
+    def keep_fork_session_id(ctx: LaunchContext) -> None:
+        """Keep a fork's own conversation id in ``extra["fork_own_session_id"]``.
+
+        A fork's SessionStart hook reports the *source's* id (``source: "resume"``), which
+        the hook may record as the agent's; the id kept here wins back on the next launch.
+        """
+        source = ctx.extra.get("fork_session_id")
+        if not source:
+            return
+        own = ctx.extra.get("fork_own_session_id")
+        if own and ctx.session_id == source:
+            ctx.session_id = own
+        elif ctx.session_id and ctx.session_id != source:
+            ctx.extra["fork_own_session_id"] = ctx.session_id

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict
+from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict, memory_wired
 
 
 def tail_lines(screen: str, n: int) -> str:
@@ -74,7 +74,19 @@ class CodexAdapter(Adapter):
             # A JSON array of strings is a valid TOML array.
             options += ["-c", "notify=" + json.dumps(self.notify_argv(ctx))]
         options += ["-c", "check_for_update_on_startup=false"]
-        return options
+        return options + self.memory_options(ctx)
+
+    def memory_options(self, ctx: LaunchContext) -> list[str]:
+        """The agentdeck MCP server (``-c mcp_servers.agentdeck.*``), its tools approved without a
+        prompt, and the memory brief (``developer_instructions``); on ``codex resume`` too."""
+        if not memory_wired(ctx):
+            return []
+        from agentdeck.memory import inject
+
+        options = inject.codex_config_args(ctx, ctx.name, mcp_command=ctx.mcp_command or None)
+        # Without this, the default policy asks before a tool marked destructive (memory_update).
+        # The server is not made `required`: Codex would then refuse to start at all when it fails.
+        return options + ["-c", f"mcp_servers.{inject.SERVER_NAME}.default_tools_approval_mode=\"approve\""]
 
     def prepare(self, ctx: LaunchContext) -> None:
         """On restart, find the conversation this agent had (by its folder) if none is known yet."""
@@ -89,6 +101,10 @@ class CodexAdapter(Adapter):
         argv = self.command_argv()
         if ctx.resume and ctx.session_id:
             return [*argv, "resume", *self.common_options(ctx), ctx.session_id]
+        source = self.fork_source(ctx)
+        if source:  # a fork's first launch: `codex fork ... -C <its folder> -- SOURCE [PROMPT]`
+            return [*argv, "fork", *self.common_options(ctx), "-C", str(ctx.start_dir), "--", source,
+                    *([ctx.prompt] if ctx.prompt else [])]
         argv += self.common_options(ctx)
         # No conversation to resume (it never got a message): start afresh, prompt included.
         if ctx.prompt:
@@ -193,3 +209,21 @@ class CodexAdapter(Adapter):
         from agentdeck.hooks import status_for
 
         return status_for("codex", str(payload.get("type") or event), payload)
+
+    # ------------------------------------------------------------------ fork (Deck.fork)
+    def fork_source(self, ctx: LaunchContext) -> str | None:
+        """The source conversation to fork while a forked agent has none of its own.
+
+        ``Deck.fork`` stores the source's id in ``extra["fork_session_id"]``.  Codex 0.169's
+        ``codex fork [OPTIONS] SESSION_ID [PROMPT]`` starts a new thread (its own id, learnt
+        from the turn-complete ``notify`` as usual) whose history is the source's; the
+        source's session file stays as it was.  ``-C`` names the fork's own folder: without
+        it Codex asks which working directory to use (the source's or the current one)
+        whenever they differ, as they always do here.  The fork's session file starts with
+        ``session_meta.forked_from_id`` and its cumulative token totals continue from the
+        source's (see :mod:`agentdeck.usage`).
+        """
+        source = ctx.extra.get("fork_session_id")
+        if not source or source == ctx.session_id or self.session_file(source) is None:
+            return None
+        return str(source)

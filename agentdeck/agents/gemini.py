@@ -13,6 +13,9 @@ Facts from Gemini CLI 0.61.0 (tests/fixtures/screens/gemini_*.txt are real captu
   that does not hide a real one (the variable unset and no file at the default
   location), and Gemini refuses a file under a group/world-writable directory
   (``/tmp``), so the hooks are skipped there and the screen alone tells the status;
+* the same settings file carries the shared memory's MCP server (``mcpServers.agentdeck``,
+  ``trust: true``: its tools run without a confirmation); where the file cannot be used,
+  the agent still gets ``AGENTDECK_MEMORY_DIR`` and ``AGENTDECK_MEMORY_BRIEF``;
 * ``--skip-trust`` trusts the folder for this session only (no dialog, nothing saved);
 * ``--resume`` takes the id given with ``--session-id``; conversations are kept in
   ``~/.gemini/tmp/<project>/chats/session-<time>-<first 8 chars of the id>.jsonl``;
@@ -32,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict
+from agentdeck.agents.base import Adapter, LaunchContext, PaneIO, ScreenVerdict, memory_wired
 
 HOOK_EVENTS = ("SessionStart", "BeforeAgent", "BeforeTool", "AfterTool", "AfterAgent", "Notification", "SessionEnd")
 DEFAULT_SYSTEM_SETTINGS = {
@@ -70,12 +73,20 @@ class GeminiAdapter(Adapter):
         return Path(ctx.state_dir) / "agents" / slugify(ctx.name) / "gemini-system-settings.json"
 
     def settings_dict(self, ctx: LaunchContext) -> dict[str, Any]:
-        hooks = {}
-        for event in HOOK_EVENTS:
-            command = shlex.join([*ctx.hook_command, "gemini", event])
-            hooks[event] = [{"hooks": [{"type": "command", "command": command, "name": f"agentdeck-{event}",
-                                        "timeout": 10_000}]}]
-        return {"hooks": hooks}
+        """agentdeck's hooks and the shared memory's MCP server (its tools trusted)."""
+        settings: dict[str, Any] = {}
+        if ctx.hook_command:
+            hooks = {}
+            for event in HOOK_EVENTS:
+                command = shlex.join([*ctx.hook_command, "gemini", event])
+                hooks[event] = [{"hooks": [{"type": "command", "command": command, "name": f"agentdeck-{event}",
+                                            "timeout": 10_000}]}]
+            settings["hooks"] = hooks
+        if memory_wired(ctx):
+            from agentdeck.memory import inject
+
+            settings.update(inject.gemini_settings(ctx, ctx.name, mcp_command=ctx.mcp_command or None))
+        return settings
 
     def can_install_hooks(self, path: Path) -> bool:
         env = {**os.environ, **self.agent_def.env}
@@ -91,15 +102,16 @@ class GeminiAdapter(Adapter):
             ctx.session_id = str(uuid.uuid4())
         path = self.settings_path(ctx)
         ctx.extra["gemini_settings"] = ""
-        if ctx.hook_command and self.can_install_hooks(path):
+        settings = self.settings_dict(ctx)
+        if settings and self.can_install_hooks(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.settings_dict(ctx), indent=2) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
             os.replace(tmp, path)
             ctx.extra["gemini_settings"] = str(path)
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
-        env = dict(self.agent_def.env)
+        env = super().launch_env(ctx)  # the definition's env and the memory's
         if ctx.extra.get("gemini_settings"):
             env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"] = ctx.extra["gemini_settings"]
         return env

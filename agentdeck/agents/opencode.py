@@ -12,6 +12,9 @@ Facts from OpenCode 1.18.33 against the OpenAI chat stub (tests/fixtures/screens
 * a permission (``"permission": {"bash": "ask"}``) shows "△ Permission required" with
   "Allow once   Allow always   Reject": Enter allows once, Esc rejects;
 * by default bash and edits run without asking.
+
+The shared memory reaches it through the env (``AGENTDECK_MEMORY_DIR`` and the brief's
+path, ``AGENTDECK_MEMORY_BRIEF``), as for the generic kind.
 """
 
 from __future__ import annotations

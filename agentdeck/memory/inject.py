@@ -215,9 +215,12 @@ def mcp_server_spec(where: Any = None, agent_name: str | None = None, *,
 
 def claude_mcp_config(where: Any = None, agent_name: str | None = None, *,
                       mcp_command: list[str] | None = None) -> dict[str, Any]:
-    """``{"mcpServers": {"agentdeck": {...}}}`` for ``claude --mcp-config``."""
+    """``{"mcpServers": {"agentdeck": {...}}}`` for ``claude --mcp-config``.
+
+    ``alwaysLoad``: Claude Code (2.1.197) otherwise may defer the server's tools behind tool search.
+    """
     spec = mcp_server_spec(where, agent_name, mcp_command=mcp_command)
-    return {"mcpServers": {SERVER_NAME: {"type": "stdio", **spec}}}
+    return {"mcpServers": {SERVER_NAME: {"type": "stdio", **spec, "alwaysLoad": True}}}
 
 
 def claude_mcp_config_file(where: Any = None, agent_name: str | None = None, *,

@@ -383,7 +383,10 @@ class Research:
         for t in self.ledger.trials(tag, states=("running",)):
             handle = executor.reattach(t["job"]) if t["job"] else None
             if handle is not None:
-                executor.cancel(handle)
+                try:
+                    executor.cancel(handle)
+                except Exception as exc:  # a vanished cluster must not block the stop
+                    print(f"agentdeck: could not cancel trial {t['id']}: {exc}", file=sys.stderr)
         from agentdeck.research.loop import ResearchLoop
 
         if self.ledger.trials(tag, states=("running", "queued", "judging")):
@@ -549,8 +552,11 @@ def submit_from_agent(description: str, agent: str | None = None, cwd: str | Non
         research_dir = Path(state_dir) / "research"
     else:
         research_dir = paths.find_repo(cwd).research_dir
+    from agentdeck.errors import Refused
     from agentdeck.research.ledger import Ledger
 
+    if not (Path(research_dir) / "ledger.db").exists():
+        raise Refused(f"agent {agent!r} has no open research request; wait for the next instruction")
     ledger = Ledger(Path(research_dir) / "ledger.db")
     try:
         row = ledger.submit_agent_request(agent, description[:300])

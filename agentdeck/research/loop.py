@@ -60,6 +60,7 @@ BACKOFF_BASE_S = 1.0  # after n failures in a row, wait min(BACKOFF_MAX_S, BACKO
 BACKOFF_MAX_S = 30.0
 HEARTBEAT_S = 2.0
 TICK_S = 0.25
+CANCEL_RETRY_S = 5.0  # a cancel the executor refused is tried again after this long
 PRIORITY = {"baseline": 0, "confirm": 1, "proposal": 2}
 
 
@@ -72,6 +73,7 @@ class ActiveJob:
     submitted: float
     running_since: float | None = None
     cancel_reason: str = ""
+    cancel_retry_at: float = 0.0  # when a cancel that failed is tried again (0: none pending)
 
 
 def fmt(value: Any) -> str:
@@ -530,12 +532,16 @@ class ResearchLoop:
             now = time.time()
             if state.state == "running" and job.running_since is None:
                 job.running_since = now
-                self.ledger.update_trial(self.tag, job.trial_id, started_at=now)
+                # The executor may only now know where the job runs (job["node"]); the slot stays the gpu.
+                self.ledger.update_trial(self.tag, job.trial_id, started_at=now,
+                                         job=dict(job.handle.data) | {"_slot": job.slot})
             if not state.finished:
                 if (job.running_since is not None and not job.cancel_reason
                         and now - job.running_since > self.timeout_s):
                     job.cancel_reason = f"timeout after {self.timeout_s:g}s"
-                    self.executor.cancel(job.handle)
+                    self._cancel(job)
+                elif job.cancel_retry_at and now >= job.cancel_retry_at:
+                    self._cancel(job)
                 continue
             del self.jobs[job.trial_id]
             self.pool.release(job.slot)
@@ -545,6 +551,17 @@ class ResearchLoop:
                 self._dispatch()  # refill the freed slots before the bookkeeping
             for job, state, ended in finished:
                 self._complete(job, state, ended)
+
+    def _cancel(self, job: ActiveJob) -> None:
+        """Ask the executor to cancel *job*.  A failure (a cluster that does not answer) is logged,
+        not raised: the job stays polled and the cancel is tried again every CANCEL_RETRY_S."""
+        try:
+            self.executor.cancel(job.handle)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cancel of trial %s failed (retried in %gs): %s", job.trial_id, CANCEL_RETRY_S, exc)
+            job.cancel_retry_at = time.time() + CANCEL_RETRY_S
+        else:
+            job.cancel_retry_at = 0.0
 
     def _complete(self, job: ActiveJob, state: JobState, ended: float | None = None) -> None:
         ended = ended or time.time()
@@ -966,13 +983,15 @@ class ResearchLoop:
     def _shutdown(self, message: str, state: str = "stopped") -> None:
         """Cancel running jobs and record them; queued trials are recorded as never run."""
         self.stopping.set()
-        for job in self.jobs.values():
+        for job in list(self.jobs.values()):
             if not job.cancel_reason:
                 job.cancel_reason = "stopped"
-            self.executor.cancel(job.handle)
+            self._cancel(job)
         deadline = time.time() + 30
         while self.jobs and time.time() < deadline:
             for job in list(self.jobs.values()):
+                if job.cancel_retry_at and time.time() >= job.cancel_retry_at:
+                    self._cancel(job)
                 try:
                     state_ = self.executor.poll(job.handle)
                 except Exception:  # noqa: BLE001

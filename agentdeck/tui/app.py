@@ -28,7 +28,8 @@ class DeckApp(App[int]):
     def __init__(self, deck: Any, attacher: Attacher | None = None, *, clock: Callable[[], float] = time.time,
                  deck_factory: Callable[[], Any] | None = None, live: bool = True,
                  poll_interval: float = 0.1, preview_interval: float = 0.2,
-                 size_fn: Callable[[Any, str], tuple[int, int]] = diff_size, watch_worktrees: bool = True):
+                 size_fn: Callable[[Any, str], tuple[int, int]] = diff_size, watch_worktrees: bool = True,
+                 usage_interval: float = 5.0):
         super().__init__()
         self.deck = deck
         self.pool = DeckPool(deck, deck_factory)
@@ -39,6 +40,7 @@ class DeckApp(App[int]):
         self.preview_interval = preview_interval
         self.size_fn = size_fn
         self.watch_worktrees = watch_worktrees
+        self.usage_interval = usage_interval  # seconds between token-usage passes (agentdeck.usage)
         self.bells = 0
         self.notices: list[tuple[str, str]] = []  # (severity, message), newest last: the history of toasts
         self.main_screen: Any = None
@@ -92,15 +94,37 @@ def make_app(deck: Any, attacher: Attacher | None = None, **options: Any) -> Dec
 
 def run_deck(repos: list[str] | None = None) -> int:
     """``agentdeck`` with no arguments: open the deck of the current (or the given) repository."""
-    from agentdeck.deck import Deck
-    from agentdeck.errors import UsageError
-
-    if repos and len(repos) > 1:
-        raise UsageError("the deck shows one repository at a time; give a single --repo")
-    deck = Deck.open(repos[0] if repos else None)
+    deck = open_decks(repos)
     try:
         app = make_app(deck)
         result = app.run()
     finally:
         deck.close()
     return int(result or app.return_code or 0)
+
+
+def open_decks(repos: list[str] | None = None) -> Any:
+    """The Deck of the current (or the one given) repository; a MultiDeck over several ``--repo``."""
+    from pathlib import Path
+
+    from agentdeck.deck import Deck
+    from agentdeck.tui.multideck import MultiDeck
+
+    if not repos or len(repos) == 1:
+        return Deck.open(repos[0] if repos else None)
+    decks: list[Any] = []
+    seen: set[Path] = set()
+    try:
+        for path in repos:
+            deck = Deck.open(path)
+            root = Path(deck.repo.root).resolve()
+            if root in seen:  # the same repository twice: one group
+                deck.close()
+                continue
+            seen.add(root)
+            decks.append(deck)
+    except BaseException:
+        for deck in decks:
+            deck.close()
+        raise
+    return decks[0] if len(decks) == 1 else MultiDeck(decks)

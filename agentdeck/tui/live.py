@@ -33,6 +33,10 @@ class DeckPool:
     def __init__(self, deck: Any, factory: Callable[[], Any] | None = None):
         self.main = deck
         self._main_thread = threading.get_ident()
+        if factory is None and getattr(deck, "multi", False):  # several repositories
+            from agentdeck.tui.multideck import multi_factory
+
+            factory = multi_factory(deck)
         self._factory = factory or (lambda: type(deck)(deck.repo, deck.config, deck.tmux.socket))
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -154,7 +158,10 @@ class StatusFeed(_Feed):
 
     def changed_since_last_look(self) -> bool:
         deck = self.pool.get()
-        version = deck.store.conn.execute("PRAGMA data_version").fetchone()[0]
+        if getattr(deck, "multi", False):  # several repositories (agentdeck.tui.multideck)
+            version = deck.data_version()
+        else:
+            version = deck.store.conn.execute("PRAGMA data_version").fetchone()[0]
         changed = version != self._version
         self._version = version
         return changed or time.monotonic() - self._read_at >= self.full_every
@@ -162,7 +169,8 @@ class StatusFeed(_Feed):
     def read(self) -> list[AgentRow] | None:
         """One poll: the rows when they changed since the last poll, else None."""
         deck = self.pool.get()
-        rows = [AgentRow.from_record(r) for r in deck.store.list_agents()]
+        records = deck.records() if getattr(deck, "multi", False) else deck.store.list_agents()
+        rows = [AgentRow.from_record(r) for r in records]
         self.polls += 1
         self._read_at = time.monotonic()
         if tuple(rows) == self._last:
@@ -174,10 +182,11 @@ class StatusFeed(_Feed):
         """Keep a status watcher running while agents live (it exits by itself when none do)."""
         from agentdeck import status
 
-        deck = self.pool.get()
-        if not status.watcher_alive(deck):
-            deck.refresh(settle=False)
-            self._read_at = float("-inf")  # this thread's own writes do not move data_version
+        main = self.pool.get()
+        for deck in (main.decks.values() if getattr(main, "multi", False) else [main]):
+            if not status.watcher_alive(deck):
+                deck.refresh(settle=False)
+                self._read_at = float("-inf")  # this thread's own writes do not move data_version
 
     def run(self, post: Post, stop: threading.Event) -> None:
         from agentdeck.tui.messages import AgentsChanged

@@ -35,15 +35,21 @@ POLL_S = 0.5
 
 
 def instruction(request: ProposalRequest, program_path: str, first: bool) -> str:
+    """What the agent is told.  *program_path* is relative to the agent's working directory (the
+    lab's workdir in its own worktree): never a path in the trial's worktree, which is agentdeck's,
+    outside the agent's workspace and removed once the trial is recorded."""
     best = request.best or {}
+    if best.get("id") is not None:
+        at = f"the current best, trial {best.get('id')}, {request.metric} = {best.get('metric')}"
+    else:
+        at = "the base commit (the baseline is still being measured)"
     lines = []
     if first:
         lines.append(f"You are one proposer of agentdeck's auto-research run `{request.tag}`. "
-                     f"Read the lab's program first: {program_path}.")
+                     f"Read the lab's program first: {program_path} (in your working directory).")
     lines += [
         f"Next experiment: make ONE focused change to the editable file(s) {', '.join(request.editable)} "
-        f"(in {request.workdir.name}/ of your worktree; your worktree was just reset to the current best, "
-        f"trial {best.get('id')}, {request.metric} = {best.get('metric')}; "
+        f"(in your working directory; your worktree was just reset to {at}; "
         f"{'lower' if request.direction == 'min' else 'higher'} is better).",
         "Do not run the training job and do not edit any other file: agentdeck runs the job, measures it and keeps "
         "the change only if it beats the best by more than the noise.",
@@ -106,7 +112,7 @@ class AgentProposer(Proposer):
         deck = self._deck()
         ledger = self.ctx.ledger
         name, new = self._acquire()
-        program_path = str(request.workdir / self.ctx.research.program)
+        program_path = self.ctx.research.program  # the agent starts in the workdir of its own worktree
         parent = request.best.get("commit") or git.head_commit(request.worktree)
         request_id = None
         try:

@@ -22,10 +22,10 @@ from agentdeck.tui.live import DiffFeed, PreviewFeed, StatusFeed, load_diff
 from agentdeck.tui.model import AgentRow, Counts
 from agentdeck.tui.widgets.agent_list import AgentList
 from agentdeck.tui.widgets.diff_view import DiffView
-from agentdeck.tui.widgets.feature_pane import FeaturePane
 from agentdeck.tui.widgets.header import HeaderBar
 from agentdeck.tui.widgets.key_bar import KeyBar
 from agentdeck.tui.widgets.memory_pane import MemoryPane
+from agentdeck.tui.widgets.research_pane import ResearchPane
 from agentdeck.tui.widgets.preview import PanePreview
 
 PER_AGENT = {"attach", "send", "approve", "deny", "restart", "kill", "commit", "merge", "select", "fork"}
@@ -70,7 +70,8 @@ class MainScreen(Screen):
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
-        yield HeaderBar(self.app.deck.repo.root.name, id="header")
+        deck = self.app.deck
+        yield HeaderBar(deck.title() if getattr(deck, "multi", False) else deck.repo.root.name, id="header")
         with Vertical(id="top"):
             yield Input(placeholder="filter: name, definition, status, branch (enter keeps, esc clears)",
                         id="filter")
@@ -83,8 +84,7 @@ class MainScreen(Screen):
             with TabPane("3 Memory", id="memory"):
                 yield MemoryPane(id="memory-pane")
             with TabPane("4 Research", id="research"):
-                yield FeaturePane("Research: auto-research runs and trials", COMES_WITH["research"],
-                                  id="research-pane")
+                yield ResearchPane(id="research-pane")
         yield KeyBar(id="keys")
 
     def on_mount(self) -> None:
@@ -92,8 +92,10 @@ class MainScreen(Screen):
         for tabs in self.query(Tabs):
             tabs.can_focus = False
         self.query_one(AgentList).focus()
+        self.query_one(AgentList).grouped = bool(getattr(self.app.deck, "multi", False))  # several repositories
         if self.live:
             self.start_feeds()
+            self._start_usage_feed()
         self.set_interval(5.0, self._tick_ages)
 
     def on_unmount(self) -> None:
@@ -108,6 +110,8 @@ class MainScreen(Screen):
 
     def stop_feeds(self) -> None:
         self._stop.set()
+        if self.usage_feed is not None:
+            self.usage_feed.poke()
         for feed in (self.status_feed, self.preview_feed, self.diff_feed):
             feed.poke()
 
@@ -255,6 +259,8 @@ class MainScreen(Screen):
         if name == self.selected:
             return
         self.selected = name
+        if name and getattr(self.app.deck, "multi", False):  # new agents go to the selected agent's repository
+            self.app.deck.focus.label = name.partition("/")[0]
         pane = self.query_one(PanePreview)
         if name is None:
             pane.show_message("no agents — press n to create one" if not self.rows else "no agent matches the filter")
@@ -282,6 +288,9 @@ class MainScreen(Screen):
             self._load_diff()
         elif self._active_tab == "memory":
             self._load_memory()
+        if self._active_tab != "memory":
+            self.query_one(MemoryPane).deactivate()
+        self._research_visible(self._active_tab == "research")
         self._bindings_may_have_changed()
 
     # ------------------------------------------------------------------ diff tab
@@ -307,30 +316,13 @@ class MainScreen(Screen):
             self.post_message(msg.DiffLoaded(name, None, error=f"cannot show the diff of {name}: {exc}"))
 
     # ------------------------------------------------------------------ memory tab
-    @work(thread=True, exclusive=True, exit_on_error=False, group="memory")
     def _load_memory(self) -> None:
-        deck = self.app.pool.get()
-        try:
-            memory = deck.memory
-        except (ImportError, AttributeError):
-            self.post_message(msg.MemoryLoaded(None))
-            return
-        try:
-            self.post_message(msg.MemoryLoaded(memory.recent(100)))
-        except Exception as exc:
-            self.post_message(msg.MemoryLoaded([], error=f"cannot read the shared memory: {exc}"))
+        """The Memory pane searches, loads and watches on its own (thread workers)."""
+        self.query_one(MemoryPane).activate()
 
-    def on_memory_loaded(self, message: msg.MemoryLoaded) -> None:
-        pane = self.query_one(MemoryPane)
-        self.memory_available = message.notes is not None
-        if message.notes is None:
-            pane.show_message(f"Memory: notes shared by every agent\n\ncomes with {COMES_WITH['memory']}")
-        elif message.error:
-            pane.show_message(message.error)
-        else:
-            pane.show_notes(message.notes)
-
-    memory_available = False
+    @property
+    def memory_available(self) -> bool:
+        return bool(self.query_one(MemoryPane).available)
 
     # ------------------------------------------------------------------ key availability
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -370,6 +362,9 @@ class MainScreen(Screen):
         self.query_one(AgentList).select(after[0])
 
     def action_filter(self) -> None:
+        if self._active_tab == "memory":  # on the Memory tab, / types a search
+            self.query_one(MemoryPane).focus_search()
+            return
         box = self.query_one("#filter", Input)
         box.display = True
         box.focus()
@@ -634,8 +629,43 @@ class MainScreen(Screen):
 
     def action_fork(self) -> None:
         name = self._target()
-        if name:
-            self.notify(f"fork comes with {COMES_WITH['attention']}")
+        if not name:
+            return
+        from agentdeck.tui.screens.fork import ForkScreen
+
+        short = name.partition("/")[2] if getattr(self.app.deck, "multi", False) else name
+        taken = set(self.by_name)
+        if getattr(self.app.deck, "multi", False):  # names are unique per repository
+            label = name.partition("/")[0]
+            taken = {k.partition("/")[2] for k in self.by_name if k.partition("/")[0] == label}
+        suggestion, n = f"{short}-fork", 2
+        while suggestion in taken:
+            suggestion, n = f"{short}-fork-{n}", n + 1
+
+        def forked(new: str | None) -> None:
+            if new:
+                self.notify(f"forked {name} into {new}")
+                self._select_when_listed(new)
+                self.poke()
+
+        self.app.push_screen(ForkScreen(name, suggestion), forked)
+
+    # ------------------------------------------------------------------ token usage (agentdeck.usage)
+    usage_feed: Any = None
+
+    def _start_usage_feed(self) -> None:
+        from agentdeck.tui.usage_feed import UsageFeed, usage_available
+
+        if not usage_available():
+            return
+        self.usage_feed = UsageFeed(self.app.pool, interval=getattr(self.app, "usage_interval", 5.0))
+        self._feed(self.usage_feed, "usage")
+
+    def on_usage_updated(self, message: Any) -> None:
+        summary = message.summary
+        self.query_one(HeaderBar).set_usage(summary.tokens_per_minute, summary.cost_usd)
+        self.query_one(AgentList).set_tokens(summary.tokens)
+        self._paint()
 
     # ------------------------------------------------------------------ actions: later tabs
     def action_edit_note(self) -> None:
@@ -656,12 +686,30 @@ class MainScreen(Screen):
             self.notify(f"cannot open the editor: {exc}", severity="error")
         self._load_memory()
 
+    def _research_visible(self, visible: bool) -> None:
+        """The Research pane reads the ledger only while its tab shows (and the deck is live)."""
+        if self.live or not visible:
+            self.query_one(ResearchPane).set_visible(visible)
+
+    def _research_pane(self, verb: str) -> ResearchPane | None:
+        pane = self.query_one(ResearchPane)
+        if pane.available is False:
+            self.notify(f"{verb} comes with {COMES_WITH['research']}")
+            return None
+        return pane
+
     def action_research_pause(self) -> None:
-        self.notify(f"pause comes with {COMES_WITH['research']}")
+        pane = self._research_pane("pause")
+        if pane is not None:
+            pane.pause_or_resume()
 
     def action_research_stop(self) -> None:
-        self.notify(f"stop comes with {COMES_WITH['research']}")
+        pane = self._research_pane("stop")
+        if pane is not None:
+            pane.ask_stop()
 
     def action_research_promote(self) -> None:
-        self.notify(f"promote comes with {COMES_WITH['research']}")
+        pane = self._research_pane("promote")
+        if pane is not None:
+            pane.ask_promote()
 

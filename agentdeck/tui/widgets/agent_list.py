@@ -16,14 +16,28 @@ COLUMNS = (("mark", " ", 1), ("name", "NAME", None), ("agent", "AGENT", None), (
            ("branch", "BRANCH", None), ("diff", "+/-", 11), ("age", "AGE", 4))
 
 
-def row_cells(row: AgentRow, size: tuple[int, int] | None, marked: bool, now: float) -> tuple[Text, ...]:
+TOKENS_COLUMN = ("tokens", "TOKENS", 7)  # shown once some agent's usage is known (agentdeck.usage)
+GROUP_PREFIX = "\x00group:"  # row keys of the repository header rows (several repositories)
+
+
+def format_tokens(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}" if n < size * 100 else f"{n // size}{unit}"
+    return str(n)
+
+
+def row_cells(row: AgentRow, size: tuple[int, int] | None, marked: bool, now: float,
+              shown_name: str | None = None) -> tuple[Text, ...]:
     symbol, style = status_look(row.status)
     name_style = "bold yellow" if row.waiting else ("dim" if row.exited else "bold")
     added, removed = format_size(size)
     diff = Text.assemble((added, "green"), " ", (removed, "red")) if size is not None else Text(added, style="dim")
     return (
         Text("▐" if marked else " ", style="bold magenta"),
-        Text(row.name, style=name_style),
+        Text(shown_name if shown_name is not None else row.name, style=name_style),
         Text(row.definition, style="dim" if row.exited else ""),
         Text(f"{symbol} {row.status_word}", style=style),
         Text(row.branch, style="dim"),
@@ -54,6 +68,10 @@ class AgentList(DataTable, inherit_bindings=False):
         self._shown: dict[str, tuple[Text, ...]] = {}  # name -> cells as painted
         self._order: list[str] = []
         self.repaints = 0  # cells updated (tests, benchmarks)
+        self.grouped = False  # several repositories: keys are "repo/name", a header row per repository
+        self.tokens: dict[str, int | None] | None = None  # per-agent tokens; None: no TOKENS column
+        self._columns: tuple = COLUMNS
+        self._pending_select: str | None = None  # the selection across a column change
 
     def on_mount(self) -> None:
         for key, label, width in COLUMNS:
@@ -63,11 +81,53 @@ class AgentList(DataTable, inherit_bindings=False):
     def selected(self) -> str | None:
         if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
             return None
-        return self._order[self.cursor_row]
+        key = self._order[self.cursor_row]
+        return None if key.startswith(GROUP_PREFIX) else key
 
     @property
     def names(self) -> list[str]:
-        return list(self._order)
+        return [k for k in self._order if not k.startswith(GROUP_PREFIX)]
+
+    # -- several repositories: header rows are skipped by the cursor ------------------------
+    def _agent_row_near(self, row: int, step: int) -> int:
+        """The first agent row from *row* in the direction *step*, else the other way (row itself if none)."""
+        n = len(self._order)
+        for direction in (step, -step):
+            r = row
+            while 0 <= r < n and self._order[r].startswith(GROUP_PREFIX):
+                r += direction
+            if 0 <= r < n:
+                return r
+        return row
+
+    def action_cursor_down(self) -> None:
+        super().action_cursor_down()
+        if self.grouped and self._order:
+            self.move_cursor(row=self._agent_row_near(self.cursor_row, 1), animate=False)
+
+    def action_cursor_up(self) -> None:
+        super().action_cursor_up()
+        if self.grouped and self._order:
+            self.move_cursor(row=self._agent_row_near(self.cursor_row, -1), animate=False)
+
+    def _header_cells(self, label: str, count: int) -> tuple[Text, ...]:
+        cells = [Text("")] * len(self._columns)
+        cells[1] = Text(f"▾ {label}", style="bold cyan")
+        cells[2] = Text(f"{count} agent{'s' if count != 1 else ''}", style="dim")
+        return tuple(cells)
+
+    def set_tokens(self, tokens: dict[str, int | None] | None) -> None:
+        """Per-agent tokens; the TOKENS column appears with the first known number."""
+        show = tokens is not None and any(v is not None for v in tokens.values())
+        self.tokens = tokens if show else None
+        columns = COLUMNS + (TOKENS_COLUMN,) if show else COLUMNS
+        if columns != self._columns:
+            self._pending_select = self.selected
+            self._columns = columns
+            self.clear(columns=True)
+            for key, label, width in columns:
+                self.add_column(label, key=key, width=width)
+            self._order, self._shown = [], {}
 
     def select(self, name: str) -> bool:
         if name in self._order:
@@ -79,9 +139,24 @@ class AgentList(DataTable, inherit_bindings=False):
                   now: float) -> None:
         """Paint *rows* (already filtered and ordered); unchanged cells are left alone."""
         wanted = [r.name for r in rows]
-        cells = {r.name: row_cells(r, sizes.get(r.name), r.name in marked, now) for r in rows}
+        cells = {r.name: row_cells(r, sizes.get(r.name), r.name in marked, now,
+                                   r.name.partition("/")[2] if self.grouped else None) for r in rows}
+        if self.tokens is not None:
+            cells = {k: v + (Text(format_tokens(self.tokens.get(k)), style="cyan", justify="right"),)
+                     for k, v in cells.items()}
+        if self.grouped:
+            order: list[str] = []
+            labels = [r.name.partition("/")[0] for r in rows]
+            for label, name in zip(labels, wanted):
+                header = GROUP_PREFIX + label
+                if header not in cells:
+                    order.append(header)
+                    cells[header] = self._header_cells(label, labels.count(label))
+                order.append(name)
+            wanted = order
         if wanted != self._order:
-            keep = self.selected
+            keep = self.selected or self._pending_select
+            self._pending_select = None
             self.clear()
             self._order = wanted
             self._shown = {}
@@ -92,14 +167,15 @@ class AgentList(DataTable, inherit_bindings=False):
             if keep in wanted:
                 self.move_cursor(row=wanted.index(keep), animate=False)
             elif wanted:
-                self.move_cursor(row=min(self.cursor_row, len(wanted) - 1), animate=False)
+                row = min(self.cursor_row, len(wanted) - 1)
+                self.move_cursor(row=self._agent_row_near(row, 1) if self.grouped else row, animate=False)
             return
         for name in wanted:
             old = self._shown.get(name)
             new = cells[name]
             if old == new:
                 continue
-            for (key, _label, _width), before, after in zip(COLUMNS, old or (None,) * len(COLUMNS), new):
+            for (key, _label, _width), before, after in zip(self._columns, old or (None,) * len(new), new):
                 if before != after:
                     self.update_cell(name, key, after)
                     self.repaints += 1

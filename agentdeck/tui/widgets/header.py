@@ -18,6 +18,13 @@ class HeaderBar(Static):
         self.repo_name = repo_name
         self.counts = Counts()
         self.note = ""
+        self.usage: tuple[float | None, float | None] | None = None  # (tokens/min, cost USD); None: unknown
+
+    def set_usage(self, tokens_per_minute: float | None, cost_usd: float | None) -> None:
+        usage = None if tokens_per_minute is None and cost_usd is None else (tokens_per_minute, cost_usd)
+        if usage != self.usage:
+            self.usage = usage
+            self.update(self.header_text())
 
     def on_mount(self) -> None:
         self.update(self.header_text())
@@ -41,6 +48,11 @@ class HeaderBar(Static):
             line.append(f"  {c.idle} idle")
         if c.exited:
             line.append(f"  {c.exited} exited", style="red")
+        if self.usage is not None:
+            tpm, cost = self.usage
+            line.append(f"   {tpm or 0:,.0f} tok/min", style="cyan")
+            if cost is not None:
+                line.append(f"  ${cost:,.2f}", style="cyan")
         if self.note:
             line.append(f"   {self.note}", style="italic dim")
         return line
