@@ -91,8 +91,9 @@ class Sampler:
         store = deck.store
         tmux = deck.tmux
         now = time.time()
-        server_alive = tmux.is_alive()
-        panes = tmux.panes() if server_alive else {}
+        listed = tmux.list_panes()  # one tmux call; None when the server is down
+        server_alive = listed is not None
+        panes = listed or {}
         states = store.screen_states()
         work = []
         for rec in store.list_agents():
@@ -114,16 +115,22 @@ class Sampler:
                     first[rec.name] = tmux.capture(pane.pane_id)
             if first:
                 time.sleep(min(0.6, min(self.adapter(rec).quiet_s for rec, _, _ in work)))
+        pending = {}
         for rec, pane, state in work:
-            self._sample_pane(rec, pane, state, now, first.get(rec.name))
+            updates = self._sample_pane(rec, pane, state, now, first.get(rec.name))
+            if updates:
+                pending[rec.name] = updates
+        if pending:
+            store.put_screen_states(pending)  # one transaction for the whole pass
         return len(work)
 
     # ------------------------------------------------------------------ liveness
     def liveness(self) -> None:
         """Only the cheap part (one tmux call): mark dead panes and a dead server ``exited`` now."""
         tmux = self.deck.tmux
-        server_alive = tmux.is_alive()
-        panes = tmux.panes() if server_alive else {}
+        listed = tmux.list_panes()  # one tmux call; None when the server is down
+        server_alive = listed is not None
+        panes = listed or {}
         for rec in self.deck.store.list_agents():
             if rec.status == "exited" or rec.extra.get("launching"):
                 continue
@@ -146,7 +153,8 @@ class Sampler:
         self.deck.store.set_status(rec.name, "exited", "liveness", detail)
 
     # ------------------------------------------------------------------ screen
-    def _sample_pane(self, rec, pane, state, now: float, first_look: str | None) -> None:
+    def _sample_pane(self, rec, pane, state, now: float, first_look: str | None) -> dict | None:
+        """Classify one pane; returns the screen-state fields to store, None when nothing moved."""
         deck = self.deck
         store = deck.store
         adapter = self.adapter(rec)
@@ -159,7 +167,7 @@ class Sampler:
         saved_at = state["saved_at"] if state is not None else 0.0
         updates: dict[str, object] = {"fingerprint": fingerprint, "sampled_at": now}
         # window_activity counts whole seconds: look again at panes active in the last two.
-        if settled or changed_fp or not verdict or now - pane.activity <= 2:
+        if settled or changed_fp or not screen_hash or now - pane.activity <= 2:
             screen = deck.tmux.capture(pane.pane_id)
             new_hash = _hash(screen)
             if settled and new_hash != screen_hash:
@@ -194,7 +202,9 @@ class Sampler:
         elif now - candidate_at >= PERSIST_S:
             store.set_status(rec.name, decision, "screen", {"verdict": verdict}, if_status_at=rec.status_at)
             updates.update(candidate="", candidate_at=0.0)
-        store.put_screen_state(rec.name, **updates)
+        if state is not None and all(state[k] == v for k, v in updates.items() if k != "sampled_at"):
+            return None  # an idle pane costs no write
+        return updates
 
     def _dialog_recently_answered(self, name: str, now: float, within: float = 3.0) -> bool:
         last = self.deck.store.last_event(name, "dialog")
@@ -283,7 +293,6 @@ def run_watcher(deck: "Deck") -> int:
             try:
                 alive = sampler.sample()
                 notifier.update()
-                deck.store.set_meta("watcher_tick", repr(time.time()))
             except Exception as exc:  # never die on one bad pass; log and go on
                 print(f"{time.strftime('%H:%M:%S')} watcher pass failed: {exc!r}", file=sys.stderr, flush=True)
                 alive = 1

@@ -329,15 +329,20 @@ class Store:
         return {r["agent"]: r for r in self.conn.execute("SELECT * FROM screen_state").fetchall()}
 
     def put_screen_state(self, agent: str, **fields: Any) -> None:
-        cols = ", ".join(fields)
-        marks = ", ".join("?" * len(fields))
-        updates = ", ".join(f"{k} = excluded.{k}" for k in fields)
+        self.put_screen_states({agent: fields})
+
+    def put_screen_states(self, rows: dict[str, dict[str, Any]]) -> None:
+        """Several agents' sampling state in one transaction."""
         with transaction(self.conn) as c:
-            c.execute(
-                f"INSERT INTO screen_state (agent, {cols}) VALUES (?, {marks}) "
-                f"ON CONFLICT(agent) DO UPDATE SET {updates}",
-                (agent, *fields.values()),
-            )
+            for agent, fields in rows.items():
+                cols = ", ".join(fields)
+                marks = ", ".join("?" * len(fields))
+                updates = ", ".join(f"{k} = excluded.{k}" for k in fields)
+                c.execute(
+                    f"INSERT INTO screen_state (agent, {cols}) VALUES (?, {marks}) "
+                    f"ON CONFLICT(agent) DO UPDATE SET {updates}",
+                    (agent, *fields.values()),
+                )
 
     # ---------------------------------------------------------------- meta
     def get_meta(self, key: str, default: str | None = None) -> str | None:

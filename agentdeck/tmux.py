@@ -169,11 +169,13 @@ class Tmux:
 
     def panes(self) -> dict[str, PaneInfo]:
         """Every pane of the server by session name, in ONE tmux call (empty if the server is down)."""
-        if not self.is_alive():
-            return {}
+        return self.list_panes() or {}
+
+    def list_panes(self) -> dict[str, PaneInfo] | None:
+        """Like :meth:`panes`, but None when the server is not running (still one tmux call)."""
         result = self.server.cmd("list-panes", "-a", "-F", PANE_FORMAT)
         if result.returncode != 0:
-            return {}
+            return None
         panes: dict[str, PaneInfo] = {}
         for line in result.stdout:
             parts = line.split("\t")
