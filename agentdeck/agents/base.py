@@ -147,8 +147,21 @@ class Adapter:
             return ScreenVerdict("idle", "idle pattern")
         return ScreenVerdict(None)
 
+    #: The CLI's folder-trust dialog, and the line showing its "trust" choice selected (subclasses).
+    trust_re: re.Pattern[str] | None = None
+    trust_selected_re: re.Pattern[str] | None = None
+
     def dialog_action(self, screen: str) -> list[str] | None:
-        """Keys that clear a first-run dialog visible on *screen* (folder trust…), else None."""
+        """Keys that clear a first-run dialog visible on *screen* (folder trust…), else None.
+
+        By default: accept the folder-trust dialog (agentdeck made this worktree for the user) when
+        its "trust" choice is the selected one.
+        """
+        if self.trust_re is None or self.trust_selected_re is None:
+            return None
+        bottom = "\n".join(screen.rstrip().splitlines()[-30:])
+        if self.trust_re.search(bottom) and self.trust_selected_re.search(bottom):
+            return ["Enter"]
         return None
 
     def hook_status(self, event: str, payload: dict[str, Any]) -> str | None:

@@ -104,6 +104,8 @@ def tail_lines(screen: str, n: int) -> str:
 
 class ClaudeAdapter(Adapter):
     kind = "claude"
+    trust_re = _TRUST_RE
+    trust_selected_re = _TRUST_SELECTED_RE
     binary = "claude"
     has_events = True
     quiet_s = 1.5
@@ -214,13 +216,6 @@ class ClaudeAdapter(Adapter):
         if _ONBOARDING_RE.search(bottom):
             return ScreenVerdict("waiting", "first-run setup")
         return ScreenVerdict(None)
-
-    def dialog_action(self, screen: str) -> list[str] | None:
-        """Accept the folder-trust dialog (agentdeck made this worktree for the user)."""
-        bottom = tail_lines(screen, 30)
-        if _TRUST_RE.search(bottom) and _TRUST_SELECTED_RE.search(bottom):
-            return ["Enter"]
-        return None
 
     def hook_status(self, event: str, payload: dict[str, Any]) -> str | None:
         from agentdeck.hooks import status_for

@@ -54,6 +54,8 @@ _SESSION_ID_RE = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 class CodexAdapter(Adapter):
     kind = "codex"
+    trust_re = _TRUST_RE
+    trust_selected_re = _TRUST_SELECTED_RE
     binary = "codex"
     # `notify` reports turn completion; working/waiting come from the screen.
     has_events = True
@@ -198,12 +200,6 @@ class CodexAdapter(Adapter):
         if _IDLE_RE.search(tail):
             return ScreenVerdict("idle", "composer")
         return ScreenVerdict(None)
-
-    def dialog_action(self, screen: str) -> list[str] | None:
-        bottom = tail_lines(screen, 30)
-        if _TRUST_RE.search(bottom) and _TRUST_SELECTED_RE.search(bottom):
-            return ["Enter"]
-        return None
 
     def hook_status(self, event: str, payload: dict[str, Any]) -> str | None:
         from agentdeck.hooks import status_for

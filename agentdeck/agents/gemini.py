@@ -62,6 +62,8 @@ _IDLE_RE = re.compile(r"Type your message or @path/to/file")
 
 class GeminiAdapter(Adapter):
     kind = "gemini"
+    trust_re = _TRUST_RE
+    trust_selected_re = _TRUST_SELECTED_RE
     binary = "gemini"
     has_events = True  # when the hooks could be installed; otherwise no hook ever sets a status
     quiet_s = 1.5
@@ -160,12 +162,6 @@ class GeminiAdapter(Adapter):
         if _IDLE_RE.search(tail):
             return ScreenVerdict("idle", "input box")
         return ScreenVerdict(None)
-
-    def dialog_action(self, screen: str) -> list[str] | None:
-        bottom = tail_lines(screen, 30)
-        if _TRUST_RE.search(bottom) and _TRUST_SELECTED_RE.search(bottom):
-            return ["Enter"]
-        return None
 
     def hook_status(self, event: str, payload: dict[str, Any]) -> str | None:
         from agentdeck.hooks import status_for
