@@ -188,9 +188,10 @@ def commits_beyond(cwd: Path | str, branch: str, base_commit: str) -> int:
     return int(out) if out.isdigit() else 0
 
 
-def status_porcelain(worktree: Path | str, ignore: set[str] | None = None) -> list[str]:
-    """Changed paths in a worktree (untracked included), minus *ignore* (copied setup files)."""
-    out = run(worktree, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+def status_porcelain(worktree: Path | str, ignore: set[str] | None = None, untracked: bool = True) -> list[str]:
+    """Changed paths in a worktree (untracked files too unless *untracked* is False), minus *ignore*
+    (copied setup files). Never takes the worktree's index lock (``GIT_OPTIONAL_LOCKS=0``)."""
+    out = run(worktree, "status", "--porcelain=v1", "-z", f"--untracked-files={'all' if untracked else 'no'}")
     paths = []
     entries = out.split("\0")
     i = 0

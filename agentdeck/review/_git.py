@@ -294,41 +294,14 @@ def find_checkout(root: Path | str, branch: str) -> Path | None:
 
 def tracked_changes(worktree: Path | str) -> list[str]:
     """Staged or unstaged changes to tracked files (untracked files do not count)."""
-    out = git.run(worktree, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=no")
-    paths = []
-    entries = out.split("\0")
-    i = 0
-    while i < len(entries):
-        entry = entries[i]
-        i += 1
-        if not entry:
-            continue
-        if entry[0] in "RC":
-            i += 1
-        paths.append(entry[3:])
-    return paths
+    return git.status_porcelain(worktree, untracked=False)
 
 
 def uncommitted(worktree: Path | str, ignore: set[str] | None = None) -> list[str]:
     """Changed paths in an agent worktree (untracked included), minus copied setup files."""
     if not worktree_ok(worktree):
         return []
-    out = git.run(worktree, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all")
-    paths = []
-    entries = out.split("\0")
-    i = 0
-    while i < len(entries):
-        entry = entries[i]
-        i += 1
-        if not entry:
-            continue
-        if entry[0] in "RC":
-            i += 1
-        path = entry[3:]
-        if ignore and path in ignore:
-            continue
-        paths.append(path)
-    return paths
+    return git.status_porcelain(worktree, ignore=ignore)
 
 
 def short(names: list[str], limit: int = 5) -> str:
