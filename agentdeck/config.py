@@ -47,6 +47,8 @@ class DeckSettings:
     """Shell command run in each new worktree before the agent starts."""
     status_interval: float = 0.25
     """Seconds between screen samples when watching agent status."""
+    repos: list[str] = field(default_factory=list)
+    """Repositories the deck shows beside the current one (user config): one deck over several."""
     recovery_days: float = 30.0
     """``gc`` removes recovery refs older than this many days."""
 

@@ -240,3 +240,27 @@ def test_bare_agentdeck_with_several_repo_options_opens_one_deck_over_them(monke
     assert seen == [[str(fake_repo), str(other)]]  # in the order given: the deck's group order
     assert cli._only_repo_options(["--repo", "a", "--repo", "b"])
     assert not cli._only_repo_options(["--repo", "a", "ls"]) and not cli._only_repo_options(["--repo"])
+
+
+def test_user_config_repos_open_one_deck_over_several(tmp_path, isolated_home, monkeypatch):
+    from agentdeck.tui.app import open_decks
+    from agentdeck.tui.multideck import MultiDeck
+    from support import make_repo
+
+    here = make_repo(tmp_path / "here")
+    other = make_repo(tmp_path / "other")
+    (isolated_home / "config.toml").write_text(f'[deck]\nrepos = ["{other}"]\n')
+    monkeypatch.chdir(here)
+    deck = open_decks(None)
+    try:
+        assert isinstance(deck, MultiDeck)
+        roots = sorted(str(d.repo.root) for d in deck.decks.values())
+        assert roots == sorted([str(here.resolve()), str(other.resolve())])
+    finally:
+        deck.close()
+    (isolated_home / "config.toml").write_text("")
+    single = open_decks(None)
+    try:
+        assert not isinstance(single, MultiDeck) and single.repo.root == here.resolve()
+    finally:
+        single.close()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from textual.app import App
@@ -103,6 +104,24 @@ def run_deck(repos: list[str] | None = None) -> int:
     return int(result or app.return_code or 0)
 
 
+def configured_repos() -> list[str] | None:
+    """No --repo: the current repository plus `[deck] repos` of the user config (None: just this one)."""
+    import os
+
+    from agentdeck import git
+    from agentdeck.config import load_config
+    from agentdeck.errors import NotARepository
+
+    listed = [os.path.expanduser(r) for r in load_config(None).deck.repos]
+    if not listed:
+        return None
+    try:
+        here = [str(git.repo_paths(Path.cwd()).root)]
+    except NotARepository:
+        here = []
+    return here + listed
+
+
 def open_decks(repos: list[str] | None = None) -> Any:
     """The Deck of the current (or the one given) repository; a MultiDeck over several ``--repo``."""
     from pathlib import Path
@@ -110,6 +129,8 @@ def open_decks(repos: list[str] | None = None) -> Any:
     from agentdeck.deck import Deck
     from agentdeck.tui.multideck import MultiDeck
 
+    if not repos:
+        repos = configured_repos()
     if not repos or len(repos) == 1:
         return Deck.open(repos[0] if repos else None)
     decks: list[Any] = []
