@@ -431,7 +431,9 @@ def test_preview_keeps_colours_and_skips_unchanged_captures(fake_repo):
             pane = main.query_one("#pane")
             await until(pilot, lambda: main.selected == "painter", what="selected")
             deck.send("painter", "printf '\\033[31mRED-TEXT\\033[0m\\n'", force=True)
-            await until(pilot, lambda: "RED-TEXT" in pane.plain.replace("printf", ""), what="capture")
+            # The typed command echoes RED-TEXT too: wait for the printed line itself.
+            await until(pilot, lambda: any(ln.plain.startswith("RED-TEXT") for ln in pane._lines),
+                        what="capture")
             line = next(ln for ln in pane._lines if ln.plain.startswith("RED-TEXT"))
             styles = [str(span.style) for span in line.spans]
             assert any(s in ("red", "color(1)") for s in styles), styles  # ANSI red kept
