@@ -100,6 +100,30 @@ def load_diff(deck: Any, name: str) -> Any:
     return git.run(rec.worktree, "diff", "--no-color", rec.base_commit)
 
 
+def conflict_marks(deck: Any) -> dict[str, dict[str, Any]]:
+    """The conflict radar's per-agent marks ({name: {"overlaps": [...], "conflicts": [...]}}).
+
+    Several repositories: each repository's radar on its own, names keyed as the list keys them.
+    Without the review engine: no marks.
+    """
+    from agentdeck.tui.multideck import is_multi, plain_decks
+
+    out: dict[str, dict[str, Any]] = {}
+    for label, one in plain_decks(deck):
+        try:
+            review = one.review
+        except ImportError:
+            continue
+        if review is None or not hasattr(review, "conflict_marks"):
+            continue
+        for name, mark in review.conflict_marks().items():
+            if is_multi(deck):
+                name = deck.key(label, name)
+                mark = {k: [deck.key(label, o) for o in v] for k, v in mark.items()}
+            out[name] = mark
+    return out
+
+
 # ---------------------------------------------------------------------- feeds
 
 
@@ -268,8 +292,13 @@ class DiffFeed(_Feed):
 
     def __init__(self, pool: DeckPool, debounce: float = 0.4, max_delay: float = 2.0,
                  size_fn: Callable[[Any, str], tuple[int, int]] = diff_size, watch: bool = True,
-                 shared_root: Path | None = None):
+                 shared_root: Path | None = None,
+                 radar_fn: Callable[[Any], dict[str, dict[str, Any]]] | None = conflict_marks):
         super().__init__(pool)
+        # the conflict radar runs right after sizes were recomputed (so only when a worktree changed)
+        self.radar_fn = radar_fn
+        self._last_marks: dict[str, dict[str, Any]] | None = None
+        self.radar_runs = 0  # (tests, benchmarks)
         # agentdeck's own worktree folder holds nothing else: one recursive watch covers every agent
         # there. A worktree elsewhere ([deck] worktree_dir) is watched on its own, never its parent.
         self.shared_root = str(shared_root) if shared_root else None
@@ -425,6 +454,7 @@ class DiffFeed(_Feed):
                     names = self.due()
                     if names:
                         post(DiffSizes(self.compute(names)))
+                        self._run_radar(post)
                 except Exception as exc:
                     self._problem(post, "diff sizes", exc)
                 with self._lock:
@@ -432,6 +462,22 @@ class DiffFeed(_Feed):
                 self._sleep(stop, self.debounce / 2 if pending else 5.0)
         finally:
             self.close()
+
+    def _run_radar(self, post: Post) -> None:
+        """Conflict radar after a recompute; posts :class:`ConflictMarks` only when the marks changed."""
+        from agentdeck.tui.messages import ConflictMarks
+
+        if self.radar_fn is None:
+            return
+        try:
+            marks = self.radar_fn(self.pool.get())
+        except Exception as exc:
+            self._problem(post, "conflict radar", exc)
+            return
+        self.radar_runs += 1
+        if marks != self._last_marks:
+            self._last_marks = marks
+            post(ConflictMarks(marks))
 
     def close(self) -> None:
         obs, self._observer = self._observer, None

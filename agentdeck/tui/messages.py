@@ -107,3 +107,11 @@ class MemoryLoaded(Message):
         super().__init__()
         self.notes = notes
         self.error = error
+
+
+class ConflictMarks(Message):
+    """The conflict radar's marks: {agent: {"overlaps": [other...], "conflicts": [other...]}}."""
+
+    def __init__(self, marks: dict) -> None:
+        super().__init__()
+        self.marks = marks

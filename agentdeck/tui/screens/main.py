@@ -191,6 +191,10 @@ class MainScreen(Screen):
             if self.selected in message.sizes and self._active_tab == "diff":
                 self._load_diff()
 
+    def on_conflict_marks(self, message: msg.ConflictMarks) -> None:
+        self.query_one(AgentList).set_radar(message.marks)
+        self._paint()
+
     def on_preview_captured(self, message: msg.PreviewCaptured) -> None:
         if message.name == self.selected:
             self.query_one(PanePreview).show_capture(message.name, message.text)

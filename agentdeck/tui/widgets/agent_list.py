@@ -17,6 +17,7 @@ COLUMNS = (("mark", " ", 1), ("name", "NAME", None), ("agent", "AGENT", None), (
 
 
 TOKENS_COLUMN = ("tokens", "TOKENS", 7)  # shown once some agent's usage is known (agentdeck.usage)
+RADAR_COLUMN = ("radar", "RADAR", 20)  # shown while the conflict radar marks some agent (review engine)
 GROUP_PREFIX = "\x00group:"  # row keys of the repository header rows (several repositories)
 
 
@@ -46,6 +47,26 @@ def row_cells(row: AgentRow, size: tuple[int, int] | None, marked: bool, now: fl
     )
 
 
+def radar_cell(mark: dict | None, grouped: bool = False) -> Text:
+    """"⚠ conflicts with B" (red), "≈ overlaps B" (yellow), or nothing."""
+    if not mark:
+        return Text("")
+
+    def short(names: list[str]) -> str:
+        names = sorted(names, key=lambda n: n.endswith("<base>"))  # another agent first: the one to talk to
+        first = names[0].partition("/")[2] or names[0] if grouped else names[0]
+        first = "base" if first.endswith("<base>") else first
+        return first + (f" +{len(names) - 1}" if len(names) > 1 else "")
+
+    conflicts = list(mark.get("conflicts") or [])
+    overlaps = list(mark.get("overlaps") or [])
+    if conflicts:
+        return Text(f"⚠ conflicts with {short(conflicts)}", style="bold red", no_wrap=True, overflow="ellipsis")
+    if overlaps:
+        return Text(f"≈ overlaps {short(overlaps)}", style="yellow", no_wrap=True, overflow="ellipsis")
+    return Text("")
+
+
 class AgentList(DataTable, inherit_bindings=False):
     """A DataTable of agents (keyed by name); ``enter`` is left to the screen's ``attach`` binding."""
 
@@ -70,6 +91,7 @@ class AgentList(DataTable, inherit_bindings=False):
         self.repaints = 0  # cells updated (tests, benchmarks)
         self.grouped = False  # several repositories: keys are "repo/name", a header row per repository
         self.tokens: dict[str, int | None] | None = None  # per-agent tokens; None: no TOKENS column
+        self.radar: dict[str, dict] | None = None  # conflict radar marks; None: no RADAR column
         self._columns: tuple = COLUMNS
         self._pending_select: str | None = None  # the selection across a column change
 
@@ -120,7 +142,17 @@ class AgentList(DataTable, inherit_bindings=False):
         """Per-agent tokens; the TOKENS column appears with the first known number."""
         show = tokens is not None and any(v is not None for v in tokens.values())
         self.tokens = tokens if show else None
-        columns = COLUMNS + (TOKENS_COLUMN,) if show else COLUMNS
+        self._set_columns()
+
+    def set_radar(self, marks: dict[str, dict] | None) -> None:
+        """Conflict radar marks; the RADAR column shows while some agent has a mark."""
+        show = bool(marks) and any(m.get("overlaps") or m.get("conflicts") for m in marks.values())
+        self.radar = marks if show else None
+        self._set_columns()
+
+    def _set_columns(self) -> None:
+        columns = COLUMNS + ((TOKENS_COLUMN,) if self.tokens is not None else ()) \
+            + ((RADAR_COLUMN,) if self.radar is not None else ())
         if columns != self._columns:
             self._pending_select = self.selected
             self._columns = columns
@@ -144,6 +176,8 @@ class AgentList(DataTable, inherit_bindings=False):
         if self.tokens is not None:
             cells = {k: v + (Text(format_tokens(self.tokens.get(k)), style="cyan", justify="right"),)
                      for k, v in cells.items()}
+        if self.radar is not None:
+            cells = {k: v + (radar_cell(self.radar.get(k), self.grouped),) for k, v in cells.items()}
         if self.grouped:
             order: list[str] = []
             labels = [r.name.partition("/")[0] for r in rows]
