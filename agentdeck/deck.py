@@ -8,7 +8,6 @@ leaves nothing behind: no stray branch, worktree, pane or row.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import os
 import shutil

@@ -116,6 +116,22 @@ class Executor(ABC):
         """Called when the loop exits (jobs still running are left running)."""
 
 
+#: The most of a job's log any executor reads back (its tail).
+MAX_LOG_READ = 8 * 1024 * 1024
+
+
+def read_log_tail(path: Path | str, limit: int = MAX_LOG_READ) -> str:
+    """The last *limit* bytes of a job's log file ("" when there is none yet)."""
+    try:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as fh:
+            if size > limit:
+                fh.seek(size - limit)
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def get_executor(name: str, settings: Any = None) -> Executor:
     """The executor called *name* (``local``; ``ray`` and ``slurm`` come with the cluster issue)."""
     from agentdeck.errors import UsageError

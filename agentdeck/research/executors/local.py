@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentdeck.research.executors.base import Executor, JobHandle, JobSpec, JobState
+from agentdeck.research.executors.base import Executor, JobHandle, JobSpec, JobState, read_log_tail
 
 _WRAPPER = '/bin/sh -c "$1"; rc=$?; printf "%s\\n" "$rc" > "$2.tmp" && mv -f "$2.tmp" "$2"; exit $rc'
-MAX_LOG_READ = 8 * 1024 * 1024
 KILL_GRACE_S = 2.0
 
 
@@ -160,15 +159,7 @@ class LocalExecutor(Executor):
                                                "leaving no exit status")
 
     def read_log(self, handle: JobHandle) -> str:
-        path = Path(handle.data.get("log_path", ""))
-        try:
-            size = path.stat().st_size
-            with open(path, "rb") as fh:
-                if size > MAX_LOG_READ:
-                    fh.seek(size - MAX_LOG_READ)
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_log_tail(handle.data.get("log_path", ""))
 
     def cancel(self, handle: JobHandle) -> None:
         pgid = int(handle.data.get("pgid", 0))

@@ -48,10 +48,9 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from agentdeck.errors import Refused, UsageError
-from agentdeck.research.executors.base import Executor, JobHandle, JobSpec, JobState
+from agentdeck.research.executors.base import Executor, JobHandle, JobSpec, JobState, read_log_tail
 
 INSTALL_HINT = "pip install 'agentdeck[ray]'"
-MAX_LOG_READ = 8 * 1024 * 1024
 #: The exit status reported for a job Ray could not start (runtime env setup failed ...).
 NOT_STARTED_CODE = 127
 LOST_ERRORS = {"JOB_SUPERVISOR_ACTOR_DIED", "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE"}
@@ -485,15 +484,7 @@ class RayExecutor(Executor):
             self._sync_log(handle.job_id, final=bool(last and last.finished))
         except (RayUnreachable, JobMissing, UsageError):
             pass
-        path = Path(handle.data.get("log_path", ""))
-        try:
-            size = path.stat().st_size
-            with open(path, "rb") as fh:
-                if size > MAX_LOG_READ:
-                    fh.seek(size - MAX_LOG_READ)
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_log_tail(handle.data.get("log_path", ""))
 
     # ------------------------------------------------------------------ state
     def _node_name(self, node_id: str) -> str:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from agentdeck.errors import Refused, UsageError
-from agentdeck.research.executors.base import Executor, JobHandle, JobSpec, JobState
+from agentdeck.research.executors.base import Executor, JobHandle, JobSpec, JobState, read_log_tail
 
 COMMANDS = ("sbatch", "squeue", "scontrol", "scancel")
 
@@ -52,7 +52,6 @@ LOST = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "REVOKED"}
 FALLBACK_CODE = {"CANCELLED": 143, "TIMEOUT": 124, "DEADLINE": 124, "OUT_OF_MEMORY": 137}
 #: The batch script's exit status when it cannot enter the worktree on its node.
 NO_WORKTREE_CODE = 97
-MAX_LOG_READ = 8 * 1024 * 1024
 
 
 class SlurmUnreachable(Exception):
@@ -549,15 +548,7 @@ class SlurmExecutor(Executor):
             pass
 
     def read_log(self, handle: JobHandle) -> str:
-        path = Path(handle.data.get("log_path", ""))
-        try:
-            size = path.stat().st_size
-            with open(path, "rb") as fh:
-                if size > MAX_LOG_READ:
-                    fh.seek(size - MAX_LOG_READ)
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_log_tail(handle.data.get("log_path", ""))
 
     def cancel(self, handle: JobHandle) -> None:
         if not handle.job_id:
