@@ -169,7 +169,7 @@ def test_send_restart_and_exited_agents(fake_repo):
             assert type(app.screen).__name__ == "SendScreen"
             await pilot.press(*"write sent.txt hi", "enter")
             await until(pilot, lambda: (wt / "sent.txt").exists(), what="sent text ran")
-            assert "sent to north-star" in notices(app)
+            await until(pilot, lambda: "sent to north-star" in notices(app), what="the sent notice")
             # the agent exits: shown exited, send no longer applies, r brings it back
             deck.send("north-star", "crash")
             await until(pilot, lambda: status(app, "north-star") == "exited", timeout=15, what="exited")

@@ -75,7 +75,7 @@ def test_research_tab_shows_a_live_run_and_pause_resume_stop_work(tmp_path):
 
             # p again resumes; a new trial runs
             await pilot.press("p")
-            await until(pilot, lambda: _state(pane) == "running", timeout=10, what="resumed")
+            await until(pilot, lambda: _state(pane) == "running", timeout=25, what="resumed")
             await until(pilot, lambda: len(pane.status["trials"]) > count, timeout=15, what="a new trial")
 
             # the selected trial's log and diff; the plot and the lanes
