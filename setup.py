@@ -1,13 +1,16 @@
-"""Packaging glue: ship the repository's ``prompts/`` folder inside the package as ``agentdeck.prompts``.
+"""Packaging glue, kept for one thing pyproject.toml cannot say: ship the repository's top-level ``prompts/``
+folder inside the package as ``agentdeck.prompts``.
 
-Everything else is declared in pyproject.toml.
+Packages are found as namespace packages too, so a new folder under ``agentdeck/`` is shipped even if it
+lacks an ``__init__.py`` (tests/test_install.py builds the wheel and checks every file is in it).
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
-    packages=find_packages(include=["agentdeck", "agentdeck.*"]) + ["agentdeck.prompts"],
+    packages=find_namespace_packages(include=["agentdeck", "agentdeck.*"], exclude=["*__pycache__*"])
+    + ["agentdeck.prompts"],
     package_dir={"agentdeck.prompts": "prompts"},
-    package_data={"agentdeck": ["*.tcss", "**/*.tcss", "tui/*.tcss"], "agentdeck.prompts": ["*.md", "*.txt"]},
+    package_data={"": ["*.tcss"], "agentdeck.prompts": ["*.md", "*.txt"]},
     include_package_data=False,
 )

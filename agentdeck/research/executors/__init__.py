@@ -1,0 +1,1 @@
+"""Executors: where a research job runs (local, ray, slurm)."""
