@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 EXTENSIONS = (
-    "agentdeck.agents.cli",
     "agentdeck.review.cli",
     "agentdeck.memory.cli",
     "agentdeck.research.cli",
@@ -84,12 +83,8 @@ def _report(err: Exception, args) -> None:
 def _open_deck_or_help(argv: list[str]) -> int:
     """A bare `agentdeck`: the deck, started before anything else is built (first paint)."""
     from agentdeck.errors import AgentdeckError
+    from agentdeck.tui.app import run_deck
 
-    try:
-        from agentdeck.tui.app import run_deck  # noqa: F401  (the deck, when installed)
-    except ImportError:
-        build_parser().print_help()
-        return 0
     repos = [a.split("=", 1)[1] if a.startswith("--repo=") else argv[i + 1]  # in the order given
              for i, a in enumerate(argv) if a.startswith("--repo=") or (a == "--repo" and i + 1 < len(argv))]
     try:
@@ -205,13 +200,7 @@ def build_parser():
     p.set_defaults(func=lambda a: 0)
 
     for module_name in EXTENSIONS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)
     return parser
 
 

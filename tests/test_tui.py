@@ -557,10 +557,7 @@ def _no_stray_threads():
 
 def test_memory_tab_lists_notes_and_e_edits_through_the_cli(fake_repo):
     deck = open_deck(fake_repo)
-    try:
-        deck.memory.add("Run pytest with -x", body="stop at the first failure", tags=["testing"])
-    except ImportError:
-        pytest.skip("the shared-memory feature is not there")
+    deck.memory.add("Run pytest with -x", body="stop at the first failure", tags=["testing"])
     attacher = RecordingAttacher()
     app = make_app(deck, attacher=attacher)
 

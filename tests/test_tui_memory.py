@@ -102,7 +102,7 @@ def test_live_updates_wait_while_the_tab_is_hidden(fake_repo):
             main = app.main_screen
             await pilot.press("3")
             pane = main.query_one("#memory-pane")
-            await until(pilot, lambda: pane.available and pane.refreshes, what="first load")
+            await until(pilot, lambda: pane.refreshes, what="first load")
             assert not pane.notes and "no notes yet" in plain(pane.query_one("#memory-status"))
             await until(pilot, lambda: pane._watcher is not None, what="watcher started")
             await pilot.press("1")

@@ -58,65 +58,25 @@ class DeckPool:
 
 
 def diff_size(deck: Any, name: str) -> tuple[int, int]:
-    """(added, removed) lines of an agent's work: the review engine's, or plain git when absent."""
-    try:
-        review = deck.review
-    except ImportError:
-        review = None
-    if review is not None:
-        return review.diff_size(name)
-    return numstat_size(deck.get(name))
-
-
-def numstat_size(rec: Any) -> tuple[int, int]:
-    """Fallback: ``git diff --numstat <base_commit>`` in the worktree (tracked files only)."""
-    from agentdeck import git
-
-    if not Path(rec.worktree).is_dir():
-        return 0, 0
-    out = git.run(rec.worktree, "diff", "--numstat", rec.base_commit)
-    added = removed = 0
-    for line in out.splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
-            added += int(parts[0])
-            removed += int(parts[1])
-    return added, removed
+    """(added, removed) lines of an agent's work, from the review engine."""
+    return deck.review.diff_size(name)
 
 
 def load_diff(deck: Any, name: str) -> Any:
-    """The full diff for the Diff tab: a review ``DiffResult``, or patch text without the review engine."""
-    try:
-        review = deck.review
-    except ImportError:
-        review = None
-    if review is not None:
-        return review.diff(name, patch=True)
-    from agentdeck import git
-
-    rec = deck.get(name)
-    if not Path(rec.worktree).is_dir():
-        return ""
-    return git.run(rec.worktree, "diff", "--no-color", rec.base_commit)
+    """The full diff for the Diff tab (a review ``DiffResult``)."""
+    return deck.review.diff(name, patch=True)
 
 
 def conflict_marks(deck: Any) -> dict[str, dict[str, Any]]:
     """The conflict radar's per-agent marks ({name: {"overlaps": [...], "conflicts": [...]}}).
 
     Several repositories: each repository's radar on its own, names keyed as the list keys them.
-    Without the review engine: no marks.
     """
     from agentdeck.tui.multideck import is_multi, plain_decks
 
     out: dict[str, dict[str, Any]] = {}
     for label, one in plain_decks(deck):
-        try:
-            review = one.review
-        except ImportError:
-            continue
-        if review is None or not hasattr(review, "conflict_marks"):
-            continue
-        for name, mark in review.conflict_marks().items():
+        for name, mark in one.review.conflict_marks().items():
             if is_multi(deck):
                 name = deck.key(label, name)
                 mark = {k: [deck.key(label, o) for o in v] for k, v in mark.items()}

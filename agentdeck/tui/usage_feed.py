@@ -1,8 +1,6 @@
 """Token usage for the deck's header and list, read in a worker every few seconds.
 
-Uses :func:`agentdeck.usage.usage_for` when that module is there; without it the
-feed never starts (``usage_available()`` is False) and the deck shows no usage.
-The engine keeps a cache of what it already parsed, so a tick re-reads only
+Uses :func:`agentdeck.usage.usage_for`. The engine keeps a cache of what it already parsed, so a tick re-reads only
 transcripts that grew.
 """
 
@@ -31,14 +29,6 @@ class UsageUpdated(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, UsageUpdated)
-
-
-def usage_available() -> bool:
-    try:
-        from agentdeck.usage import usage_for  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _add(a: float | None, b: float | None) -> float | None:

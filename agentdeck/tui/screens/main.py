@@ -29,12 +29,6 @@ from agentdeck.tui.widgets.research_pane import ResearchPane
 from agentdeck.tui.widgets.preview import PanePreview
 
 PER_AGENT = {"attach", "send", "approve", "deny", "restart", "kill", "commit", "merge", "select", "fork"}
-COMES_WITH = {
-    "review": "the review feature (diff, commit, merge, compare)",
-    "attention": "the attention-and-throughput feature (broadcast, fork)",
-    "memory": "the shared-memory feature",
-    "research": "the auto-research feature",
-}
 TABS = ("preview", "diff", "memory", "research")
 
 
@@ -324,10 +318,6 @@ class MainScreen(Screen):
         """The Memory pane searches, loads and watches on its own (thread workers)."""
         self.query_one(MemoryPane).activate()
 
-    @property
-    def memory_available(self) -> bool:
-        return bool(self.query_one(MemoryPane).available)
-
     # ------------------------------------------------------------------ key availability
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         row = self.by_name.get(self.selected or "")
@@ -529,17 +519,9 @@ class MainScreen(Screen):
         self.run_job(f"kill {name}", job)
 
     # ------------------------------------------------------------------ actions: review
-    def _review_available(self) -> bool:
-        try:
-            self.app.deck.review  # noqa: B018  (import check only; the engine runs in workers)
-        except ImportError:
-            self.notify(f"comes with {COMES_WITH['review']}")
-            return False
-        return True
-
     def action_commit(self) -> None:
         name = self._target()
-        if not name or not self._review_available():
+        if not name:
             return
 
         def job(d: Any) -> None:
@@ -553,7 +535,7 @@ class MainScreen(Screen):
 
     def action_merge(self) -> None:
         name = self._target()
-        if not name or not self._review_available():
+        if not name:
             return
 
         def check(d: Any) -> None:
@@ -582,8 +564,6 @@ class MainScreen(Screen):
         self.run_job(f"check merge {name}", check)
 
     def action_compare(self) -> None:
-        if not self._review_available():
-            return
         names = [r.name for r in self.rows if r.name in self.marked] or (
             [self.selected] if self.selected else [])
         if not names:
@@ -658,10 +638,8 @@ class MainScreen(Screen):
     usage_feed: Any = None
 
     def _start_usage_feed(self) -> None:
-        from agentdeck.tui.usage_feed import UsageFeed, usage_available
+        from agentdeck.tui.usage_feed import UsageFeed
 
-        if not usage_available():
-            return
         self.usage_feed = UsageFeed(self.app.pool, interval=getattr(self.app, "usage_interval", 5.0))
         self._feed(self.usage_feed, "usage")
 
@@ -671,11 +649,8 @@ class MainScreen(Screen):
         self.query_one(AgentList).set_tokens(summary.tokens)
         self._paint()
 
-    # ------------------------------------------------------------------ actions: later tabs
+    # ------------------------------------------------------------------ actions: Memory and Research tabs
     def action_edit_note(self) -> None:
-        if not self.memory_available:
-            self.notify(f"editing notes comes with {COMES_WITH['memory']}")
-            return
         note = self.query_one(MemoryPane).selected
         if note is None:
             self.notify("no note to edit", severity="warning")
@@ -695,25 +670,12 @@ class MainScreen(Screen):
         if self.live or not visible:
             self.query_one(ResearchPane).set_visible(visible)
 
-    def _research_pane(self, verb: str) -> ResearchPane | None:
-        pane = self.query_one(ResearchPane)
-        if pane.available is False:
-            self.notify(f"{verb} comes with {COMES_WITH['research']}")
-            return None
-        return pane
-
     def action_research_pause(self) -> None:
-        pane = self._research_pane("pause")
-        if pane is not None:
-            pane.pause_or_resume()
+        self.query_one(ResearchPane).pause_or_resume()
 
     def action_research_stop(self) -> None:
-        pane = self._research_pane("stop")
-        if pane is not None:
-            pane.ask_stop()
+        self.query_one(ResearchPane).ask_stop()
 
     def action_research_promote(self) -> None:
-        pane = self._research_pane("promote")
-        if pane is not None:
-            pane.ask_promote()
+        self.query_one(ResearchPane).ask_promote()
 

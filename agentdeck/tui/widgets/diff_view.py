@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group
-from rich.syntax import Syntax
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
@@ -14,11 +13,7 @@ MAX_LINES = 4000  # beyond this, point to `agentdeck diff`
 
 
 def render_diff(name: str, result: Any) -> Any:
-    """A rich renderable of an agent's diff: a review DiffResult, or plain patch text."""
-    if isinstance(result, str):
-        if not result.strip():
-            return Text(f"{name} has no changes yet", style="dim italic")
-        return Syntax(result, "diff", theme="ansi_dark", word_wrap=False)
+    """A rich renderable of an agent's diff (a review DiffResult)."""
     files = list(getattr(result, "files", []) or [])
     if not files:
         return Text(f"{name} has no changes against its base yet", style="dim italic")
@@ -32,10 +27,8 @@ def render_diff(name: str, result: Any) -> Any:
         counts = "binary" if f.binary else f"+{f.added} -{f.removed}"
         parts.append(Text(f"  {f.status:<9} {f.display_path}  {counts}"))
     parts.append(Text(""))
-    try:
-        from agentdeck.review.diff import rich_renderable
-    except ImportError:  # pragma: no cover - the review engine without its helper
-        rich_renderable = None
+    from agentdeck.review.diff import rich_renderable
+
     shown = 0
     for index, f in enumerate(files):
         size = sum(len(h.lines) for h in getattr(f, "hunks", []))
@@ -43,10 +36,7 @@ def render_diff(name: str, result: Any) -> Any:
             parts.append(Text(f"… {len(files) - index} more file(s): see `agentdeck diff {name}`", style="dim"))
             break
         shown += size
-        if rich_renderable is not None:
-            parts.append(rich_renderable(f, theme="ansi_dark"))
-        elif getattr(f, "patch", ""):
-            parts.append(Syntax(f.patch, "diff", theme="ansi_dark"))
+        parts.append(rich_renderable(f, theme="ansi_dark"))
     return Group(*parts)
 
 

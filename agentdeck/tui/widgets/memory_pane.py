@@ -48,7 +48,7 @@ class SearchBox(Input):
 class MemoryResults(Message):
     """Notes for the list (a search's hits or the newest notes) and the activity by agent."""
 
-    def __init__(self, seq: int, query: str, notes: list[dict[str, Any]] | None,
+    def __init__(self, seq: int, query: str, notes: list[dict[str, Any]],
                  activity: list[tuple[str, int, str, str]], error: str = "") -> None:
         super().__init__()
         self.seq = seq
@@ -115,7 +115,6 @@ class MemoryPane(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.notes: list[dict[str, Any]] = []
-        self.available: bool | None = None  # None: not looked yet; False: the memory feature is not there
         self.query_text = ""
         self.shown_id: str | None = None
         self.shown_markdown = ""
@@ -193,10 +192,6 @@ class MemoryPane(Vertical):
     def _fetch(self, seq: int, query: str) -> None:
         try:
             store = self._memory()
-        except ImportError:
-            self.post_message(MemoryResults(seq, query, None, []))
-            return
-        try:
             self._ensure_watcher(store)
             if query.strip():
                 notes = store.search(query, SEARCH_LIMIT)
@@ -268,10 +263,6 @@ class MemoryPane(Vertical):
         if message.seq != self._seq:
             return  # an older query's answer
         self.refreshes += 1
-        self.available = message.notes is not None
-        if message.notes is None:
-            self.show_message("Memory: notes shared by every agent\n\ncomes with the shared-memory feature")
-            return
         if message.error:
             self.show_message(message.error)
             return
