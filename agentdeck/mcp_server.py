@@ -153,9 +153,13 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
         kind: Annotated[str, Field(max_length=40, description=(
             "note, decision, gotcha, finding, experiment, handoff or core-proposal"))] = "note",
     ) -> dict[str, Any]:
-        """Write a NEW note to the shared memory (never overwrites). Returns its id, path and version."""
+        """Write a NEW note to the shared memory (never overwrites). Returns its id, path and version.
+
+        A "warning" in the answer means the note IS saved but search will find it a little later: do not
+        write it again. An error means nothing was written.
+        """
         note = context.memory.add(title, body, tags=tags, kind=kind)
-        return {"id": note.id, "path": str(note.path), "version": note.version}
+        return _saved({"id": note.id, "path": str(note.path), "version": note.version}, note)
 
     @tool_errors
     def memory_update(
@@ -165,15 +169,18 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
     ) -> dict[str, Any]:
         """Replace a note's body. Refused if the note changed since you read it: read again and redo."""
         note = context.memory.update(id, body=body, expected_version=expected_version)
-        return {"id": note.id, "path": str(note.path), "version": note.version}
+        return _saved({"id": note.id, "path": str(note.path), "version": note.version}, note)
 
     @tool_errors
     def memory_append_journal(
         text: Annotated[str, Field(min_length=1, max_length=MAX_JOURNAL_ENTRY, description="what you did or learned")],
     ) -> dict[str, Any]:
-        """Append a dated entry to your own journal (journal/<your agent name>)."""
+        """Append a dated entry to your own journal (journal/<your agent name>).
+
+        The entry is appended whole or not at all: an error means nothing was written.
+        """
         note = context.memory.append_journal(text)
-        return {"id": note.id, "path": str(note.path)}
+        return _saved({"id": note.id, "path": str(note.path)}, note)
 
     @tool_errors
     def memory_recent(
@@ -188,6 +195,13 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
     server.add_tool(memory_update, annotations=rewriting, title="Update a memory note")
     server.add_tool(memory_append_journal, annotations=additive, title="Append to your journal")
     server.add_tool(memory_recent, annotations=read_only, title="Recent memory notes")
+
+
+def _saved(result: dict[str, Any], note: Any) -> dict[str, Any]:
+    """A write's answer: saved, plus a ``warning`` when the search index could not follow (do not retry)."""
+    if getattr(note, "warning", ""):
+        result["warning"] = note.warning
+    return result
 
 
 def register_research_tools(server: Any, context: ServerContext) -> None:

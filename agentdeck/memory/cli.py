@@ -1,6 +1,6 @@
 """``agentdeck memory ...`` and ``agentdeck mcp``.
 
-Kept import-light (no mcp, no filelock until a write): agents call these from
+Kept import-light (no mcp, no Textual, no watchdog): agents call these from
 their shells, often.  The author of what is written is ``$AGENTDECK_AGENT``
 (set in every agent pane) or ``user``.
 """
@@ -98,6 +98,20 @@ def _store(args: Any):
     return MemoryStore.open()
 
 
+def _warn(*notes: Any) -> None:
+    """A write that saved its file but not the search index says so on stderr (exit status stays 0)."""
+    for note in notes:
+        if getattr(note, "warning", ""):
+            print(f"agentdeck: warning: {note.warning}", file=sys.stderr)
+
+
+def _with_warning(data: dict[str, Any], *notes: Any) -> dict[str, Any]:
+    warnings = [n.warning for n in notes if getattr(n, "warning", "")]
+    if warnings:
+        data["warning"] = "; ".join(warnings)
+    return data
+
+
 def _json(obj: Any) -> None:
     from agentdeck.cli_util import print_json
 
@@ -140,8 +154,10 @@ def cmd_add(args: Any) -> int:
     body = args.body if args.body is not None else _read_stdin()
     store = _store(args)
     note = store.add(args.title, body, tags=args.tags, kind=args.kind)
+    _warn(note)
     if args.json:
-        _json({"id": note.id, "path": str(note.path), "version": note.version, "title": note.title})
+        _json(_with_warning({"id": note.id, "path": str(note.path), "version": note.version, "title": note.title},
+                            note))
     else:
         print(f"added {note.id}  ({note.path})")
     return 0
@@ -175,7 +191,7 @@ def cmd_show(args: Any) -> int:
     if args.json:
         _json(note.to_json())
         return 0
-    text = note.path.read_text(encoding="utf-8", errors="replace") if note.path else note.render()
+    text = store.read_text(note.id) if note.path else note.render()  # never through a link
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
@@ -193,8 +209,8 @@ def cmd_edit(args: Any) -> int:
         store = _store(args)
         raise UsageError(f"{doc_id} is not a note; open {store.path_of(doc_id)} in your editor directly")
     store = _store(args)
+    original = store.read_text(doc_id)  # never through a link
     note = store.get(doc_id)
-    original = note.path.read_text(encoding="utf-8")
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     fd, tmp = tempfile.mkstemp(prefix=f"agentdeck-{doc_id}-", suffix=".md")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -223,8 +239,10 @@ def cmd_edit(args: Any) -> int:
     except UsageError as err:
         raise UsageError(f"{err} (your edited text is kept in {tmp})") from None
     os.unlink(tmp)
+    _warn(updated)
     if args.json:
-        _json({"id": updated.id, "version": updated.version, "changed": True, "path": str(updated.path)})
+        _json(_with_warning({"id": updated.id, "version": updated.version, "changed": True,
+                             "path": str(updated.path)}, updated))
     else:
         print(f"updated {updated.id} to version {updated.version}")
     return 0
@@ -233,8 +251,10 @@ def cmd_edit(args: Any) -> int:
 def cmd_supersede(args: Any) -> int:
     store = _store(args)
     old, new = store.supersede(args.id, args.by)
+    _warn(old)
     if args.json:
-        _json({"id": old.id, "status": old.status, "superseded_by": new.id, "version": old.version})
+        _json(_with_warning({"id": old.id, "status": old.status, "superseded_by": new.id,
+                             "version": old.version}, old))
     else:
         print(f"{old.id} is superseded by {new.id} (hidden from search, kept on disk)")
     return 0
@@ -243,8 +263,9 @@ def cmd_supersede(args: Any) -> int:
 def cmd_forget(args: Any) -> int:
     store = _store(args)
     note = store.forget(args.id)
+    _warn(note)
     if args.json:
-        _json({"id": note.id, "status": note.status, "version": note.version})
+        _json(_with_warning({"id": note.id, "status": note.status, "version": note.version}, note))
     else:
         print(f"forgot {note.id} (hidden from search, kept at {note.path})")
     return 0
@@ -290,8 +311,9 @@ def cmd_journal(args: Any) -> int:
     text = args.text if args.text is not None else _read_stdin()
     store = _store(args)
     note = store.append_journal(text)
+    _warn(note)
     if args.json:
-        _json({"id": note.id, "path": str(note.path)})
+        _json(_with_warning({"id": note.id, "path": str(note.path)}, note))
     else:
         print(f"appended to {note.id}  ({note.path})")
     return 0

@@ -3,7 +3,12 @@
 The Markdown files are the truth; this database only makes them fast to find.
 It lives in agentdeck's state directory (never beside the notes, which a user
 may track in git), can be deleted at any time, and is rebuilt from the files
-when it is missing, broken, or was built for another memory directory.
+when it is missing, empty, corrupt, or was built for another memory directory.
+It is never thrown away for a passing fault: on a full disk (or an I/O error, a
+read-only or locked file) opening it is a :class:`Refused` naming the cause and
+the file is kept as it was -- SQLite's journal keeps it consistent -- so it
+catches up once the disk has room.  A symlink found at its name (or at its
+``-wal``/``-shm``) is removed, never followed.
 
 Every row carries the fingerprint (inode, mtime, size) of the file it was read
 from, so :meth:`MemoryIndex.fingerprints` lets the store reconcile the index
@@ -22,10 +27,12 @@ import os
 import re
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+from agentdeck import fsutil
 from agentdeck.errors import Refused
 
 MIGRATIONS: list[str] = [
@@ -150,17 +157,40 @@ class MemoryIndex:
     def _open(self) -> sqlite3.Connection:
         from agentdeck.store import connect
 
+        self._drop_links()
+        conn = None
         try:
-            return self._check(connect(self.path, migrations=MIGRATIONS))
+            conn = connect(self.path, migrations=MIGRATIONS)
+            return self._check(conn)
         except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
             if "fts5" in str(exc).lower():
                 raise Refused(
                     "this Python's SQLite has no FTS5 full-text search; install a Python built with "
                     "a recent SQLite (3.9+ with FTS5)"
                 ) from exc
-            # A cache: throw a broken file away and start again.
+            if not _is_damage(exc):
+                raise Refused(_open_failure(exc, self.path)) from exc
+            # A cache: throw a corrupt file away and start again.
             self.discard_files()
-            return self._check(connect(self.path, migrations=MIGRATIONS))
+            try:
+                return self._check(connect(self.path, migrations=MIGRATIONS))
+            except sqlite3.DatabaseError as again:
+                raise Refused(_open_failure(again, self.path)) from again
+
+    def _drop_links(self) -> None:
+        """Remove a symlink (or other non-file) at the index's names: SQLite would write through it."""
+        import stat
+
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            name = f"{self.path}{suffix}"
+            try:
+                st = os.lstat(name)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+                os.unlink(name)
 
     @staticmethod
     def _check(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -191,29 +221,16 @@ class MemoryIndex:
         row = conn.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
         if row is not None and row["value"] == self.root_key:
             return False
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             row = conn.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
             if row is not None and row["value"] == self.root_key:
-                conn.execute("COMMIT")
                 return False
             self._replace_all(conn, load_all())
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return True
 
     def rebuild(self, docs: Iterable[IndexDoc]) -> int:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            count = self._replace_all(conn, docs)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return count
+        with _transaction(self.conn) as conn:
+            return self._replace_all(conn, docs)
 
     def _replace_all(self, conn: sqlite3.Connection, docs: Iterable[IndexDoc]) -> int:
         conn.execute("DELETE FROM docs")
@@ -283,17 +300,13 @@ class MemoryIndex:
 
     # ------------------------------------------------------------------ changes
     def upsert(self, docs: Iterable[IndexDoc]) -> None:
-        from agentdeck.store import transaction
-
-        with transaction(self.conn) as conn:
+        with _transaction(self.conn) as conn:
             for doc in docs:
                 self._delete(conn, doc.id)
                 self._insert(conn, doc)
 
     def apply(self, upserts: Iterable[IndexDoc], removals: Iterable[str]) -> None:
-        from agentdeck.store import transaction
-
-        with transaction(self.conn) as conn:
+        with _transaction(self.conn) as conn:
             for doc_id in removals:
                 self._delete(conn, doc_id)
             for doc in upserts:
@@ -390,6 +403,48 @@ class MemoryIndex:
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM docs").fetchone()[0])
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT; on error, roll back what SQLite has not already rolled back.
+
+    (After SQLITE_FULL SQLite may end the transaction itself; a plain ROLLBACK
+    would then raise "no transaction is active" and hide the real error.)
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        raise
+
+
+# SQLite result codes (the low byte of sqlite_errorcode, Python 3.11+) of a damaged file.
+_DAMAGE_CODES = {1, 11, 26}  # SQLITE_ERROR (schema not ours), SQLITE_CORRUPT, SQLITE_NOTADB
+_FAULT_WORDS = ("disk is full", "i/o error", "unable to open", "readonly", "read-only", "locked", "busy",
+                "out of memory", "no space")
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """True when the file itself is broken (rebuild it), not when the disk or a lock is in the way."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _DAMAGE_CODES
+    text = str(exc).lower()
+    return not any(word in text for word in _FAULT_WORDS)
+
+
+def _open_failure(exc: BaseException, path: Path) -> str:
+    if fsutil.disk_full(exc, path.parent):
+        return (f"disk full: the search index {path} cannot be opened or updated; free some space "
+                "(the notes themselves are safe; the index catches up by itself)")
+    return f"the search index {path} cannot be opened ({exc}); the notes are safe: fix that and retry"
 
 
 def _row_dict(row: sqlite3.Row) -> dict[str, Any]:

@@ -75,6 +75,23 @@ def _locations(where: Any = None) -> Locations:
     raise TypeError(f"cannot find the memory store from {where!r}")
 
 
+def _read_nofollow(path: Path) -> str:
+    """A regular file's text, or "" when it is missing, a link or anything else (never read through a link)."""
+    import errno
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
+            return ""
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return ""
+        return fh.read().decode("utf-8", errors="replace")
+
+
 def _artefact_dir(loc: Locations, sub: str) -> Path:
     base = loc.state_dir if loc.state_dir is not None else loc.memory_dir / ".cache"
     path = base / sub
@@ -83,9 +100,10 @@ def _artefact_dir(loc: Locations, sub: str) -> Path:
 
 
 def _write_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Whole or not at all, never through a link planted at the name or at a temporary name."""
+    from agentdeck import fsutil
+
+    fsutil.atomic_write(path, text)
     return path
 
 
@@ -129,10 +147,7 @@ def brief_text(where: Any = None, agent_name: str | None = None) -> str:
     loc = _locations(where)
     agent = agent_name or os.environ.get("AGENTDECK_AGENT") or "agent"
     core_path = loc.memory_dir / "CORE.md"
-    try:
-        core = core_path.read_text(encoding="utf-8") if not core_path.is_symlink() else ""
-    except FileNotFoundError:
-        core = ""
+    core = _read_nofollow(core_path)
     template = Template(load_prompt(PROMPT_NAME))
     return template.safe_substitute(
         agent=agent,

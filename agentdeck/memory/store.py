@@ -11,21 +11,31 @@ Layout of a memory directory (documented for users in ``memory/README.md``)::
 
 Concurrency, across processes (every agent runs its own MCP server):
 
-* a new note is a new file: written to a temporary file, then hard-linked to
-  its final name, which fails if the name exists (an exclusive create that never
-  shows a half-written file; ``O_EXCL`` where links are not supported); a
-  taken name moves on to the next free id;
-* a journal has one writer; appends are single ``O_APPEND`` writes under a lock;
-* a change to a note happens under a file lock (``filelock``): read, compare the
+* a new note is a new file: written to a temporary file, fsynced, then
+  hard-linked to its final name, which fails if the name exists (an exclusive
+  create that never shows a half-written file; ``O_EXCL`` where links are not
+  supported); a taken name moves on to the next free id;
+* a journal has one writer; an entry is appended whole under a lock, or the file
+  is truncated back to its old size (:func:`agentdeck.fsutil.append_whole`);
+* a change to a note happens under a file lock (``flock``): read, compare the
   expected version, write a temporary file, ``os.replace`` -- so two edits
   never silently overwrite each other;
 * the search index (:mod:`agentdeck.memory.index`) is updated by each writer
   while it still holds the note's lock, and reconciled with the files by
   ``stat`` (:meth:`MemoryStore.sync`) for edits made outside agentdeck.
 
+Faults: a write either completes or leaves nothing, and says which.  A full
+disk (or any failed write) is a :class:`Refused` "... nothing was written"; the
+index is a cache, so a note that was saved is never reported as failed because
+the index could not follow -- the returned note's ``warning`` says so, and the
+next search catches up.
+
 Every path is built from a validated id (letters, digits, ``-``, ``_``): no
 ``..``, no absolute paths, and files are opened with ``O_NOFOLLOW`` so a
-planted symlink cannot lead a read or write outside the store.
+planted symlink cannot lead a read or write outside the store; lock files and
+marks under ``.locks/`` that are not regular files are replaced, never followed.
+Frontmatter values are escaped on write (:mod:`agentdeck.memory.frontmatter`),
+so no title, author or branch can forge another field.
 """
 
 from __future__ import annotations
@@ -34,13 +44,16 @@ import errno
 import json
 import os
 import re
+import sqlite3
 import threading
 import time
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from agentdeck import fsutil
 from agentdeck.errors import Refused, UsageError
 from agentdeck.memory import frontmatter
 from agentdeck.memory.index import IndexDoc, MemoryIndex
@@ -216,6 +229,8 @@ class Note:
     body: str = ""
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by a write that saved the file but could not update the search index (never written to the file).
+    warning: str = ""
 
     def meta(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -421,9 +436,16 @@ class MemoryStore:
     def _get_index(self, build: bool) -> MemoryIndex:
         with self._index_lock:
             if self._index is None:
+                cache = self.index_path.parent
+                if cache.parent == self.root and cache.is_symlink():
+                    _unlink(cache)  # a link planted as .cache/ inside the store: the index stays inside
                 index = MemoryIndex(self.index_path, str(self.root))
                 if build:
-                    index.ensure_built(self._load_all)
+                    try:
+                        index.ensure_built(self._load_all)
+                    except BaseException:
+                        index.close()
+                        raise
                 self._index = index
             return self._index
 
@@ -448,34 +470,61 @@ class MemoryStore:
             raise Refused(f"{path} is a symlink; the memory store refuses to follow it (remove the link)")
 
     def ensure_layout(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        for sub in (self.notes_dir, self.journal_dir, self.locks_dir):
-            self._check_dir(sub)
-            sub.mkdir(exist_ok=True)
-        gitignore = self.root / ".gitignore"
-        if not gitignore.exists():
-            _create_if_missing(gitignore, GITIGNORE)
-        if not self.core_path.exists():
-            _create_if_missing(self.core_path, CORE_TEMPLATE)
+        with self._writing("the memory store's layout (folders, CORE.md, .gitignore)"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            for sub in (self.notes_dir, self.journal_dir, self.locks_dir):
+                self._check_dir(sub)
+                sub.mkdir(exist_ok=True)
+            gitignore = self.root / ".gitignore"
+            if not os.path.lexists(gitignore):
+                _create_if_missing(gitignore, GITIGNORE)
+            if not os.path.lexists(self.core_path):
+                _create_if_missing(self.core_path, CORE_TEMPLATE)
 
-    def _lock(self, name: str):
-        from filelock import FileLock
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turn a failed write into one truthful line: what failed, why, and that nothing was written.
 
+        Only for steps that leave nothing behind when they fail (temp file + rename, whole appends).
+        """
+        try:
+            yield
+        except OSError as exc:
+            raise Refused(_write_failure(exc, what, self.root)) from exc
+
+    def _lock(self, name: str) -> fsutil.FileLock:
+        """The lock file ``.locks/<name>.lock``: opened without following links (a planted link is replaced)."""
         self._check_dir(self.locks_dir)
         self.locks_dir.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.locks_dir / f"{name.replace('/', '__')}.lock"), timeout=LOCK_TIMEOUT_S)
+        return fsutil.FileLock(self.locks_dir / f"{name.replace('/', '__')}.lock", timeout=LOCK_TIMEOUT_S)
+
+    def read_text(self, doc_id: str) -> str:
+        """The raw text of a document's file (read without following a link), e.g. for ``memory show``."""
+        path = self.path_of(doc_id)
+        try:
+            return self._read_file(path)[0]
+        except FileNotFoundError:
+            raise UsageError(
+                f"no note {doc_id!r} in {self.root}; find ids with `agentdeck memory search` or `memory recent`"
+            ) from None
 
     # ------------------------------------------------------------------ reading
     def _read_file(self, path: Path) -> tuple[str, tuple[int, int, int], float]:
-        """Text, fingerprint and mtime of a file, refusing symlinks."""
+        """Text, fingerprint and mtime of a regular file, refusing symlinks (and FIFOs, devices: no hang)."""
+        import stat as stat_mod
+
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise Refused(f"{path} is a symlink; the memory store never follows links (remove it)") from exc
             raise
         try:
             st = os.fstat(fd)
+            if stat_mod.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise Refused(f"{path} is not a regular file; the memory store reads only plain files (remove it)")
             chunks = []
             while True:
                 chunk = os.read(fd, 1 << 20)
@@ -516,7 +565,13 @@ class MemoryStore:
         return self._load(validate_id(doc_id))[0]
 
     def exists(self, doc_id: str) -> bool:
-        return self.path_of(doc_id).is_file()
+        """True when the document is a regular file (a link at its name does not count)."""
+        import stat as stat_mod
+
+        try:
+            return stat_mod.S_ISREG(os.lstat(self.path_of(doc_id)).st_mode)
+        except FileNotFoundError:
+            return False
 
     def core_text(self) -> str:
         try:
@@ -540,25 +595,21 @@ class MemoryStore:
             created=now, updated=now, status="active", supersedes=superseded, version=1, body=body,
         )
         base = f"{time.strftime('%Y%m%d', time.gmtime())}-{note_slug(title)}"
-        tmp_fd, tmp_path = _temp_file(self.notes_dir)
-        try:
+        with self._writing(f"note {title!r}"):
             for n in range(1, 100_000):
                 note.id = base if n == 1 else f"{base}-{n}"
                 final = self.notes_dir / f"{note.id}.md"
                 if os.path.lexists(final):
                     continue
-                data = note.render().encode("utf-8")
-                _rewrite(tmp_fd, data)
-                if _link_exclusive(tmp_path, final, data):
-                    break
+                try:
+                    fsutil.atomic_write(final, note.render().encode("utf-8"), exclusive=True)
+                except FileExistsError:
+                    continue  # taken meanwhile by another writer: the next free id
+                break
             else:  # pragma: no cover - 100k notes with one title on one day
                 raise Refused(f"too many notes titled {title!r} today; choose a more specific title")
-        finally:
-            os.close(tmp_fd)
-            _unlink(tmp_path)
         note.path = final
-        self._index_paths([final])
-        self._refresh_index_md()
+        self._after_write(note, [final])
         return note
 
     def update(self, doc_id: str, body: str | None = None, expected_version: int | None = None, *,
@@ -606,10 +657,11 @@ class MemoryStore:
             note.version += 1
             note.updated = utc_now()
             note.updated_by = self.author
-            _atomic_write(path, note.render().encode("utf-8"))
+            with self._writing(f"version {note.version} of note {doc_id}"):
+                fsutil.atomic_write(path, note.render().encode("utf-8"))
             note.path = path
-            self._index_paths([path])
-        self._refresh_index_md()
+            self._after_write(note, [path], index_md=False)
+        self._after_write(note, [], index_md=True)
         return note
 
     def edit_text(self, doc_id: str, text: str, expected_version: int) -> Note:
@@ -664,45 +716,66 @@ class MemoryStore:
         self.ensure_layout()
         path = self.path_of(doc_id)
         entry = f"\n## {utc_now()}\n\n{text}\n"
+        header = f"# Journal of {one_line(agent or self.author)}\n"
         with self._locked(doc_id):
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
             try:
-                fd = os.open(path, flags, 0o644)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise Refused(f"{path} is a symlink; the memory store never follows links") from exc
+                with self._writing(f"the entry for {doc_id}"):
+                    fsutil.append_whole(path, entry.encode("utf-8"), header=header.encode("utf-8"))
+            except Refused as err:
+                if isinstance(err.__cause__, OSError) and err.__cause__.errno == errno.ELOOP:
+                    raise Refused(f"{path} is a symlink; the memory store never follows links (remove it)") from None
                 raise
-            try:
-                data = entry
-                if os.fstat(fd).st_size == 0:
-                    data = f"# Journal of {agent or self.author}\n" + entry
-                _write_all(fd, data.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._index_paths([path])
-        return self.get(doc_id)
+            journal = Note(id=doc_id, title=f"Journal of {doc_id[len(JOURNAL_PREFIX):]}", kind="journal", path=path)
+            self._after_write(journal, [path], index_md=False)
+        try:
+            note = self.get(doc_id)
+        except (OSError, Refused):  # saved; only reading it back failed
+            return journal
+        note.warning = journal.warning
+        return note
 
     # ------------------------------------------------------------------ index upkeep
-    def _locked(self, doc_id: str):
-        from filelock import Timeout
+    @contextmanager
+    def _locked(self, doc_id: str) -> Iterator[fsutil.FileLock]:
+        with self._writing(f"the lock of {doc_id}"):
+            lock = self._lock(doc_id)
+            try:
+                lock.acquire()
+            except fsutil.LockTimeout:
+                raise Refused(
+                    f"note {doc_id} stayed locked for {LOCK_TIMEOUT_S:.0f}s by another writer; try again"
+                ) from None
+        try:
+            yield lock
+        finally:
+            lock.release()
 
-        lock = self._lock(doc_id)
+    def _after_write(self, note: Note, paths: list[Path], index_md: bool = True) -> None:
+        """Bring the index (and INDEX.md) up to date after a saved write; never fails the write.
 
-        class _Guard:
-            def __enter__(self_inner):
-                try:
-                    lock.acquire()
-                except Timeout:
-                    raise Refused(
-                        f"note {doc_id} stayed locked for {LOCK_TIMEOUT_S:.0f}s by another writer; try again"
-                    ) from None
-                return lock
-
-            def __exit__(self_inner, *exc: object) -> None:
-                lock.release()
-
-        return _Guard()
+        The files are the truth and the index a cache: when it cannot follow (a full
+        disk, a locked or broken database), the note keeps a ``warning`` saying so and
+        the next :meth:`sync` (every search does one) catches up.
+        """
+        problem: BaseException | None = None
+        if paths:
+            try:
+                self._index_paths(paths)
+            except (sqlite3.Error, OSError, Refused) as exc:
+                self._last_sync = 0.0  # the next search reconciles by stat
+                problem = exc
+        if index_md and problem is None and not note.warning:
+            try:
+                self._refresh_index_md()
+            except (sqlite3.Error, OSError, Refused) as exc:
+                problem = exc
+        if problem is not None and not note.warning:
+            what = "entry saved in" if note.id.startswith(JOURNAL_PREFIX) else "note saved as"
+            reason = _reason(problem, self.index_path.parent)
+            note.warning = (
+                f"{what} {note.id}; index not updated ({reason}): it catches up on the next search, "
+                "or run `agentdeck memory reindex`"
+            )
 
     def _doc_for(self, path: Path) -> IndexDoc | None:
         doc_id = self.id_for_path(path)
@@ -801,42 +874,47 @@ class MemoryStore:
         return ids
 
     def reindex(self) -> int:
-        """Rebuild the index from the files; returns the number of documents."""
-        count = self._get_index(build=False).rebuild(self._load_all())
+        """Rebuild the index from the files; returns the number of documents (on a full disk the old one stays)."""
+        try:
+            count = self._get_index(build=False).rebuild(self._load_all())
+        except (sqlite3.Error, OSError) as exc:
+            if not fsutil.disk_full(exc, self.index_path.parent):
+                raise
+            raise Refused(f"disk full: could not rebuild the search index {self.index_path}; the old index is "
+                          "kept as it was (free some space and run `agentdeck memory reindex` again)") from exc
         self._last_sync = time.monotonic()
         self._refresh_index_md()
         return count
 
     def _refresh_index_md(self) -> None:
         """Regenerate INDEX.md; concurrent writers coalesce (one regenerates for all)."""
-        from filelock import Timeout
-
         if not self.root.is_dir():
             return
         pending = self.locks_dir / "INDEX.pending"
         self._check_dir(self.locks_dir)
         self.locks_dir.mkdir(parents=True, exist_ok=True)
-        pending.touch()
+        fsutil.touch_regular(pending)  # a planted link is replaced, never followed
         lock = self._lock("INDEX")
         while True:
             try:
                 lock.acquire(timeout=0)
-            except Timeout:
+            except fsutil.LockTimeout:
                 return  # the holder sees our pending mark after it releases
             try:
-                if not pending.exists():
+                if not os.path.lexists(pending):
                     return
                 _unlink(pending)
                 self._write_index_md()
             finally:
                 lock.release()
-            if not pending.exists():
+            if not os.path.lexists(pending):
                 return
 
     def _write_index_md(self) -> None:
         active: list[str] = []
         hidden: list[str] = []
         for doc_id, rel, title, kind, tags_json, author, updated, status in self.index.index_rows():
+            title, author = one_line(title), one_line(author)  # one note, one line: nothing forges another
             title = title.replace("[", "\\[").replace("]", "\\]")
             link = f"[{title}]({rel})"
             parts = [kind]
@@ -861,18 +939,27 @@ class MemoryStore:
             lines += ["## Notes", "", *active, ""]
         if hidden:
             lines += ["## Superseded or forgotten", "", *hidden, ""]
-        _atomic_write(self.index_md_path, ("\n".join(lines).rstrip() + "\n").encode("utf-8"))
+        fsutil.atomic_write(self.index_md_path, ("\n".join(lines).rstrip() + "\n").encode("utf-8"))
 
     # ------------------------------------------------------------------ queries
+    def _sync_for_read(self, sync: bool | str) -> None:
+        """Reconcile before a query; on a full disk, answer from the index as it is (it catches up later)."""
+        try:
+            if sync == "auto":
+                self.sync(max_age=SYNC_INTERVAL_S)
+            elif sync:
+                self.sync()
+        except (sqlite3.Error, OSError, Refused) as exc:
+            if not fsutil.disk_full(exc, self.index_path.parent) or self._index is None:
+                raise
+            self._last_sync = 0.0  # answer from the index as it is; it catches up once there is room
+
     def search(self, query: str, limit: int = 10, *, sync: bool | str = "auto",
                kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Ranked hits: ``id, title, kind, tags, path (absolute), snippet`` and more."""
         if not isinstance(query, str):
             raise UsageError("the search query must be text")
-        if sync == "auto":
-            self.sync(max_age=SYNC_INTERVAL_S)
-        elif sync:
-            self.sync()
+        self._sync_for_read(sync)
         hits = self.index.search(query, max(0, min(int(limit), 1000)), kinds=kinds)
         for hit in hits:
             hit["path"] = str(self.root / hit["path"])
@@ -881,10 +968,7 @@ class MemoryStore:
     def recent(self, limit: int = 20, *, sync: bool | str = "auto", kinds: Iterable[str] | None = None,
                include_hidden: bool = False) -> list[dict[str, Any]]:
         """Notes by last update, newest first (journals and CORE only when asked by *kinds*)."""
-        if sync == "auto":
-            self.sync(max_age=SYNC_INTERVAL_S)
-        elif sync:
-            self.sync()
+        self._sync_for_read(sync)
         rows = self.index.recent(max(0, min(int(limit), 1000)), kinds=kinds, active_only=not include_hidden)
         for row in rows:
             row["path"] = str(self.root / row["path"])
@@ -894,83 +978,44 @@ class MemoryStore:
 # ----------------------------------------------------------------------------- file helpers
 
 
-def _temp_file(folder: Path) -> tuple[int, str]:
-    import secrets
-
-    for _ in range(100):
-        path = folder / f".{os.getpid()}-{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        except FileExistsError:  # pragma: no cover - 48 random bits
-            continue
-        return fd, str(path)
-    raise Refused(f"could not create a temporary file in {folder}")  # pragma: no cover
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _rewrite(fd: int, data: bytes) -> None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.ftruncate(fd, 0)
-    _write_all(fd, data)
-    os.fsync(fd)
-
-
-def _link_exclusive(tmp_path: str, final: Path, data: bytes) -> bool:
-    """Give the complete temp file its final name unless taken (False then)."""
-    try:
-        os.link(tmp_path, final, follow_symlinks=False)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
-            raise
-    # Filesystems without hard links: O_EXCL create, then write.
-    try:
-        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except FileExistsError:
-        return False
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return True
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write-temp-then-replace in the same folder."""
-    fd, tmp = _temp_file(path.parent)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
 def _create_if_missing(path: Path, text: str) -> None:
+    """Create *path* whole with *text* unless something is already there (never half a file)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        fsutil.atomic_write(path, text.encode("utf-8"), exclusive=True)
     except FileExistsError:
-        return
-    try:
-        _write_all(fd, text.encode("utf-8"))
-    finally:
-        os.close(fd)
+        pass
+
+
+def _reason(exc: BaseException, where: Path | None = None) -> str:
+    if fsutil.disk_full(exc, where):
+        return "disk full"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _write_failure(exc: OSError, what: str, root: Path) -> str:
+    if fsutil.disk_full(exc):
+        return (f"disk full: could not write {what} in {root}; nothing was written "
+                "(free some space and try again)")
+    where = exc.filename or root
+    return f"could not write {what} ({exc.strerror or exc}: {where}); nothing was written"
+
+
+def one_line(text: str) -> str:
+    """*text* with every control, format and line/paragraph separator character shown as an escape."""
+    return "".join(
+        ch if ch == " " or unicodedata.category(ch) not in _UNSAFE_CATEGORIES else _escape_char(ch)
+        for ch in text
+    )
+
+
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def _unlink(path: str | Path) -> None:
