@@ -7,6 +7,16 @@ server sets when it sees a valid one; anything else gets 403.  Each browser tab
 runs its own ``agentdeck`` deck process (textual-serve's model) over the same
 repositories and tmux server.
 
+A cookie alone does not prove the request comes from the deck's own page: browsers
+send it from any page on the same host (SameSite ignores ports), so before the token
+every request must also be addressed to the served origin -- the printed URL's
+``http://host:port`` -- in its ``Host`` header (a DNS-rebound name is refused), and
+carry that origin in ``Origin`` when it has one.  A request without ``Origin`` passes
+only where a browser never sends one: a plain ``GET``/``HEAD`` that is not a
+websocket upgrade, and, where the browser says where it comes from
+(``Sec-Fetch-Site``), only from this origin or as a top-level navigation.  Pages
+may not be framed (``frame-ancestors 'none'``).
+
 textual-serve is imported only when serving, so the rest of the engine never
 pulls in a UI library.
 """
@@ -21,9 +31,14 @@ import socket
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 COOKIE_PREFIX = "agentdeck_token_"
 FORBIDDEN = "agentdeck serve: forbidden; open the exact URL that `agentdeck serve` printed (it holds the token)\n"
+WRONG_HOST = ("agentdeck serve: forbidden: this server answers only as {served} (the request named {given!r}); "
+              "open the exact URL that `agentdeck serve` printed\n")
+WRONG_ORIGIN = ("agentdeck serve: forbidden: a request from {given!r}, not from {served}; "
+                "open the exact URL that `agentdeck serve` printed in its own tab\n")
 
 
 def deck_command(repos: list[str]) -> str:
@@ -62,6 +77,46 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def authority(text: str, default_port: int = 80) -> tuple[str, int] | None:
+    """(lower-case host, port) of a ``Host`` header value, or None when it is not one."""
+    if not text or any(c in text for c in "/?#@ \t\\"):
+        return None
+    try:
+        parts = urlsplit(f"//{text}")
+        return (parts.hostname or "").lower(), parts.port or default_port
+    except ValueError:
+        return None
+
+
+def same_origin(origin: str, served: str) -> bool:
+    """Is the ``Origin`` header value *origin* the served origin (``http://host:port``)?"""
+    scheme, _, rest = origin.partition("://")
+    want_scheme, _, want_rest = served.partition("://")
+    return (scheme.lower() == want_scheme.lower() and authority(rest) is not None
+            and authority(rest) == authority(want_rest))
+
+
+def origin_problem(method: str, headers: Any, served: str) -> str | None:
+    """Why a request with *headers* may not come from the served origin *served* (``http://h:p``), or None.
+
+    A browser sends ``Origin`` with every websocket handshake and every non-GET request, and with
+    cross-origin fetches; it is absent only from plain same-origin reads and navigations, which
+    ``Sec-Fetch-Site`` (sent by current browsers) then confirms.
+    """
+    origin = headers.get("Origin")
+    if origin is not None:
+        return None if same_origin(origin, served) else origin
+    upgrade = headers.get("Upgrade", "").lower() == "websocket"
+    if upgrade or method not in ("GET", "HEAD"):
+        return "a request without Origin"
+    site = headers.get("Sec-Fetch-Site")
+    if site is None or site in ("same-origin", "none"):
+        return None
+    if headers.get("Sec-Fetch-Mode") == "navigate" and headers.get("Sec-Fetch-Dest") == "document":
+        return None  # a link followed from another site opens the deck in its own tab
+    return f"a {site} page"
+
+
 def make_server(repos: list[str], host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                 title: str = "agentdeck") -> Any:
     """A ready :class:`TokenServer` (bound, not yet serving)."""
@@ -80,6 +135,18 @@ def make_server(repos: list[str], host: str = "127.0.0.1", port: int = 0, token:
             super().__init__(deck_command(repos), host=host, port=self.bound_port, title=title,
                              public_url=public)
             self.url = f"{public}/?token={self.token}"
+            self.origin = public  # the served origin: the pages, scripts and websocket all live here
+            self.served = authority(public[len("http://"):])
+
+        def refused(self, request: web.Request) -> str | None:
+            """The 403 text for a request not addressed to, or not coming from, the served origin."""
+            host = request.headers.get("Host", "")
+            if authority(host) != self.served:
+                return WRONG_HOST.format(served=self.origin, given=host)
+            why = origin_problem(request.method, request.headers, self.origin)
+            if why is not None:
+                return WRONG_ORIGIN.format(served=self.origin, given=why)
+            return None
 
         def allowed(self, request: web.Request) -> tuple[bool, bool]:
             """(allowed, token given in the query)."""
@@ -94,12 +161,18 @@ def make_server(repos: list[str], host: str = "127.0.0.1", port: int = 0, token:
 
             @web.middleware
             async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+                refused = self.refused(request)
+                if refused is not None:
+                    return web.Response(status=403, text=refused)
                 ok, in_query = self.allowed(request)
                 if not ok:
                     return web.Response(status=403, text=FORBIDDEN)
                 response = await handler(request)
-                if in_query and not response.prepared:
-                    response.set_cookie(self.cookie, self.token, httponly=True, samesite="Strict", path="/")
+                if not response.prepared:
+                    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+                    response.headers["X-Frame-Options"] = "DENY"
+                    if in_query:
+                        response.set_cookie(self.cookie, self.token, httponly=True, samesite="Strict", path="/")
                 return response
 
             app.middlewares.append(guard)

@@ -90,6 +90,21 @@ def test_sbatch_command_line_script_and_outcome(tmp_path, monkeypatch):
     assert "-n agentdeck-repo1-t-7" in fake_calls(state, "squeue")[0]
 
 
+def test_a_job_that_ended_before_the_first_poll_still_names_its_node(tmp_path, monkeypatch):
+    """A busy machine: the job ran and wrote its exit file before any poll saw it running."""
+    state = fake_slurm_env(monkeypatch, tmp_path / "slurm")
+    ex = executor()
+    s = spec(tmp_path, 1, "exit 4")
+    handle = ex.submit(s)
+    retry_until(lambda: Path(f"{s.log_path}.exit").exists(), what="the job to end")
+    done = wait_finished(ex, handle)
+    assert (done.state, done.exit_code) == ("done", 4)
+    assert handle.node == "fakenode1" and handle.data["node"] == "fakenode1"
+    calls = len(fake_calls(state))
+    assert wait_finished(ex, handle).exit_code == 4
+    assert len(fake_calls(state)) == calls  # a finished job costs Slurm nothing on later polls
+
+
 def test_cpu_slot_and_empty_gres_ask_for_no_gpu(tmp_path, monkeypatch):
     state = fake_slurm_env(monkeypatch, tmp_path / "slurm")
     ex = executor(gres="")
@@ -177,8 +192,10 @@ def test_unreachable_controller_keeps_state_then_records_lost(tmp_path, monkeypa
 
 def test_reattach_after_restart_and_no_double_submit(tmp_path, monkeypatch):
     state = fake_slurm_env(monkeypatch, tmp_path / "slurm")
-    record = tmp_path / "ran.txt"
-    s = spec(tmp_path, 3, f"echo ran >> {record}; sleep 1.5; echo score: 1.5")
+    record, gate = tmp_path / "ran.txt", tmp_path / "gate"
+    # The job runs until the test opens the gate: still live when the second executor looks, however slow
+    # the machine (a fixed sleep could end first, and the "adopt" below would then submit again).
+    s = spec(tmp_path, 3, f"echo ran >> {record}; while [ ! -e {gate} ]; do sleep 0.05; done; echo score: 1.5")
     first = executor()
     handle = first.submit(s)
     wait_state(first, handle, "running")
@@ -191,6 +208,7 @@ def test_reattach_after_restart_and_no_double_submit(tmp_path, monkeypatch):
     adopted = second.submit(s)
     assert adopted.job_id == handle.job_id and adopted.data.get("adopted")
     assert len(fake_calls(state, "sbatch")) == 1
+    gate.touch()
     assert wait_finished(second, again).exit_code == 0
     assert record.read_text() == "ran\n" and "score: 1.5" in second.read_log(again)
     assert second.reattach({"job_id": "999", "exit_file": str(tmp_path / "none")}) is None
@@ -250,7 +268,9 @@ def test_research_loop_on_fake_slurm(tmp_path, monkeypatch):
     record = tmp_path / "record.jsonl"
     monkeypatch.setenv("LAB_RECORD", str(record))
     fake_slurm_env(monkeypatch, tmp_path / "slurm", gpus=2)
-    repo = _slurm_lab(tmp_path, gpus="[0, 1]", workers=2, repeats=1, timeout=4)
+    # The timeout leaves a loaded 2-core machine room for three Python start-ups per job (sbatch, the
+    # fake node, the job) before it decides the "hang" trial.
+    repo = _slurm_lab(tmp_path, gpus="[0, 1]", workers=2, repeats=1, timeout=8)
     research = research_for(repo)
     monkeypatch.chdir(repo)  # check() finds the research folder from here and probes it
     tag = research.start("sl", trials=3)
@@ -265,7 +285,7 @@ def test_research_loop_on_fake_slurm(tmp_path, monkeypatch):
     assert by_desc(status, "better")["status"] == "keep"
     assert (by_desc(status, "exit")["status"], by_desc(status, "exit")["reason"]) == ("crash", "exit code 3")
     hang = by_desc(status, "hang")
-    assert (hang["status"], hang["reason"]) == ("crash", "timeout after 4s")
+    assert (hang["status"], hang["reason"]) == ("crash", "timeout after 8s")
     assert {t["gpu"] for t in status["trials"]} <= {"slurm:0", "slurm:1"}
     assert all(r["slot"] in ("0", "1") and r["budget"] == "1" for r in read_records(record))
     assert research.log(by_desc(status, "better")["id"]).strip().endswith("peak_vram_mb: 2048.0")
@@ -285,11 +305,13 @@ def test_real_slurm_trials_gpus_queue_cancel_and_exit_codes(tmp_path, slurm_clus
     ex.check(tmp_path / "research")
     assert ex.probed[str((tmp_path / "research").resolve())][0] is True
     assert ex.slots("auto") == [f"slurm:{i}" for i in range(slurm_cluster)]
-    cmd = "echo CVD=$CUDA_VISIBLE_DEVICES B=$AGENTDECK_BUDGET_S; sleep 2; exit {code}"
-    handles = [ex.submit(spec(tmp_path, i, cmd.format(code=i))) for i in range(slurm_cluster + 1)]
+    gate = tmp_path / "gate"  # the jobs hold their GPUs until the test has seen the queue
+    cmd = f"echo CVD=$CUDA_VISIBLE_DEVICES B=$AGENTDECK_BUDGET_S; while [ ! -e {gate} ]; do sleep 0.1; done; "
+    handles = [ex.submit(spec(tmp_path, i, cmd + f"exit {i}")) for i in range(slurm_cluster + 1)]
     retry_until(lambda: [ex.poll(h).state for h in handles[:slurm_cluster]] == ["running"] * slurm_cluster,
                 timeout=30)
     assert ex.poll(handles[-1]).state == "pending"
+    gate.touch()
     long = ex.submit(spec(tmp_path, 9, "sleep 120"))
     outcomes = [wait_finished(ex, h, timeout=60) for h in handles]
     assert [o.exit_code for o in outcomes] == list(range(slurm_cluster + 1))

@@ -68,7 +68,7 @@ def test_the_ledger_keeps_the_node_once_the_job_runs_and_the_slot_as_its_gpu(tmp
 
 def test_a_failed_cancel_on_timeout_is_retried_and_the_loop_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr(loop_mod, "CANCEL_RETRY_S", 0.2)
-    repo = make_lab(tmp_path / "repo", repeats=1, timeout=2)
+    repo = make_lab(tmp_path / "repo", repeats=1, timeout=5)  # room for a normal job on a loaded machine
     research = research_for(repo)
     tag = research.start("cancel", trials=2)
     executor = ClusterLike(cancel_failures=1)
@@ -76,7 +76,7 @@ def test_a_failed_cancel_on_timeout_is_retried_and_the_loop_goes_on(tmp_path, mo
     assert research.run(tag, proposer=proposer, executor=executor)["state"] == "done"
     status = research.status(tag)
     hang = by_desc(status, "hang")
-    assert (hang["status"], hang["reason"]) == ("crash", "timeout after 2s")
+    assert (hang["status"], hang["reason"]) == ("crash", "timeout after 5s")
     assert len(executor.cancels) == 2  # refused once, then done
     assert by_desc(status, "X")["status"] == "keep"
     research.close()

@@ -216,12 +216,14 @@ def test_cancel_kills_the_whole_group(tmp_path):
 
 def test_reattach_after_restart_reads_the_exit_file_or_reports_lost(tmp_path):
     first = LocalExecutor()
-    h = first.submit(_spec(tmp_path, "sleep 0.5; echo done; exit 0", trial=1))
+    gate = tmp_path / "gate"  # the job runs until the test has seen it running, however slow the machine
+    h = first.submit(_spec(tmp_path, f"while [ ! -e {gate} ]; do sleep 0.05; done; echo done; exit 0", trial=1))
     data = dict(h.data)
     # A "restarted" agentdeck: a new executor that is not the job's parent.
     again = LocalExecutor().reattach(data)
     assert again is not None and again.runtime is None
     assert LocalExecutor().poll(again).state == "running"
+    gate.touch()
     state = retry_until(lambda: (lambda s: s if s.finished else None)(LocalExecutor().poll(again)), timeout=10)
     assert (state.state, state.exit_code) == ("done", 0)
     # A job that died with its wrapper (no exit status written) while nobody watched: lost.

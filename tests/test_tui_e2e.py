@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shlex
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -64,6 +64,20 @@ class Wrapper:
         except AssertionError as exc:
             size = self.tmux("display", "-p", "-t", "deck", "#{pane_width}x#{pane_height}").stdout.strip()
             raise AssertionError(f"{exc}\n--- the deck's screen ({size}):\n{self.screen()}") from None
+
+    def focused_field(self, *fields: str) -> str | None:
+        """Which dialog field (named by text on its line) has the focus: the one whose left border (▊) is
+        drawn in a colour no other field shares (capture-pane -e keeps the colours)."""
+        out = self.tmux("capture-pane", "-p", "-e", "-t", "deck").stdout
+        styles: dict[str, str] = {}
+        for line in out.splitlines():
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
+            for field in fields:
+                match = re.search(r"((?:\x1b\[[0-9;]*m)*)▊", line)
+                if field in plain and match:
+                    styles[field] = match.group(1)
+        odd = [f for f, style in styles.items() if list(styles.values()).count(style) == 1]
+        return odd[0] if len(styles) == len(fields) >= 3 and len(odd) == 1 else None
 
     def attach_client(self) -> None:
         """A real client on the wrapper (popups need one), fed through a pty nobody looks at."""
@@ -115,11 +129,13 @@ def test_real_deck_in_tmux_lists_creates_attaches_and_quits(fake_repo):
         deck.wait_for("New agent", "Initial prompt")
         deck.type("south-wind")
         deck.wait_for("▊  south-wind")
-        for _ in range(3):
-            # Textual routes a key to the focused widget before an earlier Tab has moved the focus:
-            # give each Tab a moment, as a person typing would.
+        fields = ("south-wind", "▼", "empty = the current branch", "what should it do?")
+        retry_until(lambda: deck.focused_field(*fields) == "south-wind", what="focus on the name")
+        for field in fields[1:]:
+            # A key sent before Textual has moved the focus for the previous Tab goes to the old field:
+            # wait for the focus to arrive, as a person typing would watch it.
             deck.keys("Tab")
-            time.sleep(0.3)
+            retry_until(lambda: deck.focused_field(*fields) == field, what=f"focus on {field!r}")
         deck.type("write from-dialog.txt hi")
         deck.wait_for("▊  write from-dialog.txt hi")
         deck.keys("Enter")

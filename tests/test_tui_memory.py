@@ -25,7 +25,7 @@ def _no_stray_threads():
     before = {t.ident for t in threading.enumerate()}
     yield
     retry_until(lambda: not [t for t in threading.enumerate() if t.ident not in before and t.is_alive()
-                             and not t.daemon], timeout=5, what="feed threads stopped")
+                             and not t.daemon], timeout=20, what="feed threads stopped")
 
 
 def test_search_as_you_type_finds_a_note_another_process_writes_and_renders_it(fake_repo):

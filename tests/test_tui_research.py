@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from support import retry_until
-from tui_support import RecordingAttacher, notices, open_deck, plain, run, until
+from tui_support import RecordingAttacher, TickCounter, notices, open_deck, plain, run, until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from research_support import TRAIN, make_lab, research_for, set_constants  # noqa: E402
@@ -26,7 +26,7 @@ def _no_stray_threads():
     before = {t.ident for t in threading.enumerate()}
     yield
     retry_until(lambda: not [t for t in threading.enumerate() if t.ident not in before and t.is_alive()
-                             and not t.daemon], timeout=5, what="feed threads stopped")
+                             and not t.daemon], timeout=20, what="feed threads stopped")
 
 
 def _state(pane) -> str | None:
@@ -69,8 +69,9 @@ def test_research_tab_shows_a_live_run_and_pause_resume_stop_work(tmp_path):
             assert "[paused]" in plain(pane.query_one("#research-summary"))
             assert research.ledger.control("tui") == "pause"
             await until(pilot, lambda: not _trials(pane, status="running"), timeout=10, what="jobs drained")
-            count = len(pane.status["trials"])
-            await pilot.pause(1.0)
+            count, polls = len(pane.status["trials"]), pane.feed.polls
+            # a negative check: the tab reads the ledger twice more (about a second) and nothing new started
+            await until(pilot, lambda: pane.feed.polls >= polls + 2, what="two more reads of the ledger")
             assert len(pane.status["trials"]) == count and _state(pane) == "paused"
 
             # p again resumes; a new trial runs
@@ -100,11 +101,13 @@ def test_research_tab_shows_a_live_run_and_pause_resume_stop_work(tmp_path):
             await pilot.press("p")  # nothing to pause any more: said, not done
             await until(pilot, lambda: "nothing to pause" in notices(app), what="refusal")
 
-            # leaving the tab stops the polling
+            # leaving the tab stops the polling: hidden, the feed goes on waking without reading
+            ticks = TickCounter(pane.feed)
             await pilot.press("1")
-            await pilot.pause(0.3)
+            await until(pilot, lambda: not pane.feed.visible.is_set(), what="the research feed hidden")
+            await ticks.rounds(pilot, 2)  # a read begun before the switch has ended
             polls = pane.feed.polls
-            await pilot.pause(1.2)
+            await ticks.rounds(pilot, 3)
             assert pane.feed.polls == polls
 
     try:

@@ -78,3 +78,33 @@ def plain(widget: Any, width: int = 160) -> str:
     console = Console(width=width, record=True, file=open(os.devnull, "w"), color_system=None)
     console.print(content)
     return console.export_text()
+
+
+# ---------------------------------------------------------------------- a feed thread's ticks
+
+
+class TickCounter:
+    """Counts the rounds of a feed thread (each round ends waiting on the feed's ``wake`` event).
+
+    A test that must show a hidden tab does no work watches the thread go round a few times with
+    nothing done, instead of sleeping and hoping the thread ran meanwhile.
+    """
+
+    def __init__(self, feed: Any) -> None:
+        import threading
+
+        counter = self
+        self.ticks = 0
+
+        class CountingEvent(threading.Event):
+            def wait(self, timeout: float | None = None) -> bool:
+                counter.ticks += 1
+                return super().wait(timeout)
+
+        old, feed.wake = feed.wake, CountingEvent()
+        old.set()  # a round waiting on the old event goes on at once
+
+    async def rounds(self, pilot: Any, n: int, timeout: float = 20.0, what: str = "") -> None:
+        """Return once the thread has begun *n* more waits (so every round in progress has ended)."""
+        start = self.ticks
+        await until(pilot, lambda: self.ticks >= start + n, timeout=timeout, what=what or f"{n} feed rounds")

@@ -114,6 +114,7 @@ class SlurmExecutor(Executor):
         self._last_query = 0.0
         self._silent_since: float | None = None
         self._pending_cancels: set[str] = set()
+        self._node_asked: set[str] = set()  # finished jobs whose node was looked up once
         self.probed: dict[str, tuple[bool | None, str]] = {}
 
     # ------------------------------------------------------------------ commands
@@ -465,10 +466,28 @@ class SlurmExecutor(Executor):
             if self._run("scancel", job_id, timeout=20).returncode == 0:
                 self._pending_cancels.discard(job_id)
 
+    def _learn_node(self, handle: JobHandle) -> None:
+        """Fill ``handle.node`` for a job whose exit file came before any poll saw it run (a short job, a
+        busy machine): one lookup while Slurm still remembers the job."""
+        if handle.node or not handle.job_id or handle.job_id in self._node_asked:
+            return
+        self._node_asked.add(handle.job_id)
+        with self._lock:
+            info = self._info.get(handle.job_id)
+        if not info or not info[1]:
+            try:
+                info = self._query_one(handle.job_id)
+            except SlurmUnreachable:
+                return
+        if info and info[1]:
+            handle.node = info[1]
+            handle.data["node"] = info[1]
+
     def poll(self, handle: JobHandle) -> JobState:
         data = handle.data
         code = self._exit_from_file(data)
         if code is not None:
+            self._learn_node(handle)
             return JobState("done", code)
         with self._lock:
             if handle.job_id not in self._active:
@@ -496,6 +515,7 @@ class SlurmExecutor(Executor):
         if info is None:
             code = self._exit_from_file(data)
             if code is not None:
+                self._learn_node(handle)
                 return JobState("done", code)
             if unknown:
                 return JobState("lost", None, detail=f"Slurm no longer knows job {handle.job_id} and it left no "
