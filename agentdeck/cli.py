@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         from agentdeck.hooks import main as hook_main
 
         return hook_main(argv[1:])
+    if "mcp" in argv[:3]:  # the stdio MCP server: no argparse, no other command's modules before `initialize`
+        from agentdeck.mcp.server import main as mcp_main
+
+        code = mcp_main(argv)
+        if code is not None:
+            return code
     return _main(argv)
 
 
@@ -40,9 +46,16 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _closed_stdout()
     except AgentdeckError as err:
-        _report(err, args)
+        try:
+            _report(err, args)
+        except BrokenPipeError:
+            _closed_stdout()
         return err.exit_code
     except KeyboardInterrupt:
         return 130
@@ -54,6 +67,20 @@ def _main(argv: list[str]) -> int:
         log = _log_traceback()
         _report(RuntimeError(f"unexpected failure: {type(exc).__name__}: {exc} (traceback in {log})"), args)
         return 1
+
+
+def _closed_stdout() -> int:
+    """The reader of our output went away (``agentdeck ... | head``): stop quietly, as a Unix tool
+    killed by SIGPIPE would (exit 141), and keep Python from complaining when it flushes at exit."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 def _log_traceback() -> str:
@@ -191,8 +218,11 @@ def build_parser():
     p.add_argument("--yes", "-y", action="store_true", help="do it without asking")
     p.add_argument("--json", action="store_true")
 
-    p = cmd("doctor", "check git, tmux, agent binaries and settings", cmd_doctor)
+    p = cmd("doctor", "check git, tmux, agent binaries, settings and agentdeck's own state", cmd_doctor)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--fix", action="store_true",
+                   help="repair what is safe to repair: a corrupt state database (moved aside, agents "
+                        "re-adopted from disk), agents on disk missing from it, an interrupted merge")
 
     p = sub.add_parser("_watch", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_watch)
@@ -504,22 +534,32 @@ def cmd_gc(args) -> int:
     if args.json:
         _json({"plan": plan, "done": done})
     else:
-        print("removed " + ", ".join(f"{len(v)} {k}" for k, v in done.items() if v) if total else "nothing to clean up")
+        words = {"agents": "stuck agent", "worktrees": "worktree", "sessions": "tmux session",
+                 "trash": "leftover folder", "pruned": "stale worktree entry", "refs": "expired recovery ref"}
+        parts = [f"{len(done[k])} {w}" + ("" if len(done[k]) == 1 else "s" if not w.endswith("y") else "")
+                 for k, w in words.items() if done.get(k)]
+        parts = [p[:-1] + "ies" if p.endswith("entry") and not p.startswith("1 ") else p for p in parts]
+        line = "removed " + ", ".join(parts) if parts else "nothing removed"
+        if done.get("saved"):
+            line += "; work kept in " + ", ".join(done["saved"])
+        print(line)
     return 0
 
 
 def cmd_doctor(args) -> int:
     from agentdeck.doctor import run_checks
 
-    checks = run_checks(getattr(args, "repo", None))
+    checks = run_checks(getattr(args, "repo", None), fix=getattr(args, "fix", False))
     failed = [c for c in checks if c["level"] == "error"]
     if args.json:
         _json({"ok": not failed, "checks": checks})
     else:
         marks = {"ok": "ok ", "warn": "!  ", "error": "ERR"}
         for c in checks:
-            line = f"{marks[c['level']]} {c['name']}: {c['detail']}"
-            if c.get("fix") and c["level"] != "ok":
+            line = f"{'fix' if c.get('fixed') else marks[c['level']]} {c['name']}: {c['detail']}"
+            if c.get("fixed"):
+                line += f" — fixed: {c['fixed']}"
+            elif c.get("fix") and c["level"] != "ok":
                 line += f" — {c['fix']}"
             print(line)
     return 1 if failed else 0

@@ -140,9 +140,11 @@ class WorktreeInfo:
     path: Path
     head: str
     branch: str | None
+    prunable: bool = False  # git's admin entry points at a folder (or .git file) that is gone
 
 
 def list_worktrees(cwd: Path | str) -> list[WorktreeInfo]:
+    """Every worktree git knows for the repository of *cwd*, the main one first."""
     out = run(cwd, "worktree", "list", "--porcelain")
     items: list[WorktreeInfo] = []
     current: dict[str, str] = {}
@@ -154,6 +156,7 @@ def list_worktrees(cwd: Path | str) -> list[WorktreeInfo]:
                     WorktreeInfo(
                         Path(current["worktree"]), current.get("HEAD", ""),
                         branch.removeprefix("refs/heads/") if branch else None,
+                        prunable="prunable" in current,
                     )
                 )
             current = {}
@@ -166,6 +169,31 @@ def list_worktrees(cwd: Path | str) -> list[WorktreeInfo]:
 def add_worktree(cwd: Path | str, path: Path, branch: str, base_commit: str) -> None:
     """Create *branch* at *base_commit* and check it out at *path* (one git call)."""
     run(cwd, "worktree", "add", "--quiet", "-b", branch, str(path), base_commit)
+
+
+def worktree_health(path: Path | str, common_dir: Path) -> str:
+    """``ok``, ``missing`` or ``broken`` for the worktree folder *path* of the repository whose git
+    common directory is *common_dir*.
+
+    ``broken`` is a folder that is no longer a working worktree of this repository: its ``.git``
+    file is gone (a removal killed half way: git deletes the files first) or git no longer takes
+    it for one of this repository's worktrees.  Git is never run in such a folder for anything
+    else: a worktree folder inside the main checkout would otherwise answer for the main checkout.
+    """
+    p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return "missing"
+    if p.is_symlink() or not p.is_dir() or not (p / ".git").is_file():
+        return "broken"
+    out = run(p, "rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir", check=False)
+    lines = out.splitlines()
+    if len(lines) != 2:
+        return "broken"
+    try:
+        same = Path(lines[0]).resolve() == p.resolve() and Path(lines[1]).resolve() == common_dir.resolve()
+    except OSError:
+        return "broken"
+    return "ok" if same else "broken"
 
 
 def remove_worktree(cwd: Path | str, path: Path, force: bool = False) -> None:
@@ -226,6 +254,11 @@ def save_recovery_ref(cwd: Path | str, label: str, worktree: Path | None, branch
             commit = snapshot_commit(worktree, parent, exclude=exclude)
     if commit is None:
         raise Refused(f"nothing to save for {label}: no branch {branch!r} and no worktree")
+    return keep_recovery_commit(cwd, label, commit, branch)
+
+
+def keep_recovery_commit(cwd: Path | str, label: str, commit: str, branch: str) -> str:
+    """Store *commit* under a new ``refs/agentdeck/trash/<label>/<stamp>`` ref; returns the ref."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     ref = f"{TRASH_PREFIX}{label}/{stamp}"
     n = 1
@@ -304,3 +337,37 @@ def apply_snapshot(worktree: Path, base: str, snapshot: str) -> None:
                               input=patch, capture_output=True)
         if proc.returncode != 0:
             raise GitError(["apply"], proc.returncode, proc.stderr.decode(errors="replace"))
+
+
+# --------------------------------------------------------------------------- half-removed worktrees (issue 12)
+def snapshot_remains(common_dir: Path, folder: Path, parent: str, exclude: set[str] | None = None) -> str:
+    """A commit over *parent* of the files still in *folder*, a worktree folder that is no longer a
+    working worktree (a removal killed half way).  Added and changed files are captured; files
+    already deleted stay as they are in *parent* (``add --ignore-removal``): what remains is saved,
+    the removal is not recorded as the agent's work.  Runs with ``GIT_DIR`` set to the common
+    directory and a temporary index, so git never looks for a repository around *folder*.
+    Returns *parent* when nothing differs from it.
+    """
+    tmp_index = Path(common_dir) / f"agentdeck-remains-{os.getpid()}.index"
+    env = _env()
+    env.update(GIT_DIR=str(common_dir), GIT_WORK_TREE=str(folder), GIT_INDEX_FILE=str(tmp_index))
+    env.pop("GIT_OPTIONAL_LOCKS", None)
+
+    def git_(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=str(folder), env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise GitError(list(args), proc.returncode, proc.stderr)
+        return proc.stdout.strip()
+
+    try:
+        git_("read-tree", parent)
+        git_("add", "--ignore-removal", "--", ".")
+        if exclude:
+            git_("rm", "-q", "--cached", "--ignore-unmatch", "--", *sorted(exclude))
+        tree = git_("write-tree")
+    finally:
+        tmp_index.unlink(missing_ok=True)
+    if tree == run(common_dir, "rev-parse", f"{parent}^{{tree}}"):
+        return parent
+    return run(common_dir, "commit-tree", tree, "-p", parent, "-m",
+               "agentdeck: files left in a half-removed worktree")

@@ -102,11 +102,22 @@ class RepoPaths:
 def find_repo(cwd: str | os.PathLike[str] | None = None) -> RepoPaths:
     """Locate the repository containing *cwd* (a worktree finds the main repo).
 
-    Raises :class:`agentdeck.errors.NotARepository` outside a git repository.
+    Raises :class:`agentdeck.errors.NotARepository` outside a git repository, and in a bare
+    one (it has no checkout to branch worktrees from).
     """
     from agentdeck import git
+    from agentdeck.errors import NotARepository
 
-    return git.repo_paths(Path(cwd) if cwd else Path.cwd())
+    where = Path(cwd) if cwd else Path.cwd()
+    try:
+        return git.repo_paths(where)
+    except NotARepository:
+        if where.is_dir() and git.run(where, "rev-parse", "--is-bare-repository", check=False) == "true":
+            raise NotARepository(
+                f"{where} is a bare git repository (no checkout); run agentdeck inside a checkout of it "
+                "(`git clone` it, or `git worktree add ../work` and cd there)"
+            ) from None
+        raise
 
 
 def slugify(name: str, max_len: int = 48) -> str:

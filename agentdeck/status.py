@@ -60,6 +60,85 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# ---------------------------------------------------------------------- launching processes
+# `new` marks its row ``launching`` while it creates branch, worktree, setup and pane; the row
+# records which process does it, so a launch that no process is finishing any more (`new` killed
+# during a slow setup_command) is seen at read time and shown ``exited`` instead of ``starting``
+# forever.  A pid alone could be reused: the process's start time (/proc/<pid>/stat field 22)
+# makes the identity exact where /proc exists.
+LEGACY_LAUNCH_S = 6 * 3600  # a row from before launchers were recorded: given up after this long
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) from /proc/<pid>/stat; None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command name, in parentheses, may hold spaces
+    if len(fields) <= 19:
+        return None
+    return fields[0], fields[19]  # fields 3 and 22 of the whole line: state, starttime
+
+
+def _proc_start(pid: int) -> str | None:
+    stat = _proc_stat(pid)
+    return stat[1] if stat else None
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def process_identity(pid: int | None = None) -> dict[str, object]:
+    """Who is launching: pid, start time, host and pid namespace (recorded in the agent's row)."""
+    import socket
+
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "start": _proc_start(pid) or "", "host": socket.gethostname(), "pidns": _pid_namespace()}
+
+
+def process_gone(ident: dict[str, object]) -> bool:
+    """True only when the recorded process is certainly gone (unknown means alive: a launcher on
+    another host or in another pid namespace is never declared dead)."""
+    import socket
+
+    pid = ident.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if ident.get("host") and ident.get("host") != socket.gethostname():
+        return False
+    if ident.get("pidns") and ident.get("pidns") != _pid_namespace():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # someone else's process with that pid: compare start times below
+    stat = _proc_stat(pid)
+    if stat is None:  # no /proc (macOS): the pid answering is all we can tell
+        return not os.path.exists(f"/proc/{pid}") and os.path.isdir("/proc/self")
+    state, start = stat
+    if state in ("Z", "X"):  # killed, not yet reaped by its parent
+        return True
+    return bool(ident.get("start")) and start != ident.get("start")
+
+
+def launch_abandoned(rec) -> bool:
+    """A row still marked ``launching`` whose launching process is gone."""
+    if not rec.extra.get("launching"):
+        return False
+    ident = rec.extra.get("launcher")
+    if isinstance(ident, dict):
+        return process_gone(ident)
+    return time.time() - (rec.status_at or 0) > LEGACY_LAUNCH_S
+
+
 class Sampler:
     """One pass over every agent of a repository: liveness, screen, fusion."""
 
@@ -100,7 +179,8 @@ class Sampler:
             if rec.status == "exited" and rec.kept:
                 continue
             if rec.extra.get("launching"):
-                continue  # `new` is still creating it
+                self._check_launch(rec)
+                continue  # `new` is still creating it (or it was just found abandoned)
             pane = panes.get(rec.session)
             if pane is None or pane.dead:
                 self._exited(rec, pane, server_alive)
@@ -132,11 +212,24 @@ class Sampler:
         server_alive = listed is not None
         panes = listed or {}
         for rec in self.deck.store.list_agents():
-            if rec.status == "exited" or rec.extra.get("launching"):
+            if rec.extra.get("launching"):
+                self._check_launch(rec)
+                continue
+            if rec.status == "exited":
                 continue
             pane = panes.get(rec.session)
             if pane is None or pane.dead:
                 self._exited(rec, pane, server_alive)
+
+    def _check_launch(self, rec) -> None:
+        """A launch whose process is gone: ``exited``, with the reason as its event."""
+        if not launch_abandoned(rec):
+            return
+        ident = rec.extra.get("launcher") or {}
+        pid = ident.get("pid") if isinstance(ident, dict) else None
+        reason = (f"launch interrupted: the process creating it (pid {pid}) ended before the agent started"
+                  if pid else "launch interrupted: no process is creating it any more")
+        self.deck.mark_launch_interrupted(rec, reason)
 
     def _exited(self, rec, pane, server_alive: bool) -> None:
         if rec.status == "exited":
@@ -241,13 +334,17 @@ def watcher_alive(deck: "Deck") -> bool:
     path = _lock_path(deck)
     if not path.exists():
         return False
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # read-only: works on a read-only state dir
+    except OSError:
         return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we took
+    return False
 
 
 def ensure_watcher(deck: "Deck") -> bool:
@@ -269,7 +366,14 @@ def ensure_watcher(deck: "Deck") -> bool:
 
 
 def run_watcher(deck: "Deck") -> int:
-    """The watcher loop (``agentdeck _watch``): one instance per repository (a file lock)."""
+    """The watcher loop (``agentdeck _watch``): one instance per repository (a file lock).
+
+    Each tick first checks, with two ``stat`` calls, that the state database and the lock file
+    are still the files it opened.  When one was deleted or replaced (``rm state.db``, ``doctor
+    --fix`` moving a corrupt one aside), the watcher stops at once, releases its lock and starts
+    a fresh watcher, which opens (or creates) the database now at that path and re-adopts the
+    agents on disk: it never goes on writing into a file no one else sees.
+    """
     path = _lock_path(deck)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+")
@@ -281,18 +385,26 @@ def run_watcher(deck: "Deck") -> int:
     fh.truncate()
     fh.write(str(os.getpid()))
     fh.flush()
+    from agentdeck.mcp.service import tick as mcp_tick
     from agentdeck.notify import Notifier
 
     sampler = Sampler(deck)
     notifier = Notifier(deck)
     interval = deck.config.deck.status_interval
     last_alive = time.monotonic()
+    replaced = ""
     try:
         while True:
             started = time.monotonic()
+            replaced = _state_replaced(deck, path, fh)
+            if replaced:
+                print(f"{time.strftime('%H:%M:%S')} {replaced}: handing over to a fresh watcher",
+                      file=sys.stderr, flush=True)
+                return 0
             try:
                 alive = sampler.sample()
                 notifier.update()
+                mcp_tick(deck)  # first prompts due; the MCP server back if it was killed
             except Exception as exc:  # never die on one bad pass; log and go on
                 print(f"{time.strftime('%H:%M:%S')} watcher pass failed: {exc!r}", file=sys.stderr, flush=True)
                 alive = 1
@@ -304,3 +416,20 @@ def run_watcher(deck: "Deck") -> int:
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+        if replaced:
+            deck.store.close()
+            ensure_watcher(deck)
+
+
+def _state_replaced(deck: "Deck", lock_path: Path, fh) -> str:
+    """Why this watcher must hand over ('' when it need not): its database or lock file is no
+    longer the file at that path."""
+    if deck.store.file_changed():
+        return f"the state database {deck.store.path} was deleted or replaced"
+    try:
+        st, own = os.stat(lock_path), os.fstat(fh.fileno())
+    except OSError:
+        return f"the watcher lock {lock_path} was deleted"
+    if (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino):
+        return f"the watcher lock {lock_path} was replaced"
+    return ""

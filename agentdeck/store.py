@@ -6,18 +6,38 @@ The schema is versioned (``PRAGMA user_version``) with forward-only migrations.
 
 Only the standard library is used: ``agentdeck hook`` imports this module on
 every agent event and must start fast.
+
+Faults (issue 12):
+
+* **The file replaced under a running process** (deleted, moved aside by
+  ``doctor --fix``): each thread's connection remembers the device and inode
+  of the file it opened and reconnects when the path now names another file
+  (one ``stat`` per access), so nothing keeps writing into a deleted database.
+  :meth:`Store.file_changed` tells a long-running process (the watcher) that
+  the file it started with is gone.
+* **A database created from nothing** carries the meta key ``adopt_pending``
+  (set by the first migration, which only a new file runs): the first Deck to
+  open it looks for this repository's agents on disk (``agentdeck.adopt``).
+* **A corrupt file** raises :class:`CorruptState` (exit 1, one line naming
+  the file and ``agentdeck doctor --fix``) instead of a raw ``DatabaseError``,
+  at open and from every :class:`Store` method.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
+
+from agentdeck.errors import Refused
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -72,6 +92,7 @@ MIGRATIONS: list[str] = [
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    INSERT INTO meta (key, value) VALUES ('adopt_pending', '1');
     """,
     # 2: one slug per agent row, so two `new` calls racing for one slug cannot both win
     """
@@ -80,6 +101,45 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# Set in a database created from nothing (only the first migration writes it): this repository's
+# agents that exist on disk (tmux sessions, worktrees) have not been looked for yet.
+ADOPT_PENDING = "adopt_pending"
+
+
+class CorruptState(Refused):
+    """The state database is not a readable SQLite database (exit 1)."""
+
+    def __init__(self, path: Path | str, detail: str = ""):
+        self.path = Path(path)
+        self.detail = detail
+        super().__init__(f"state database {self.path} is corrupt; run `agentdeck doctor --fix`")
+
+
+# SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
+_CORRUPT_CODES = (11, 26)
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """True when *exc* says the database file itself is damaged (not busy, not locked, not full)."""
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(
+        exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+    ):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in _CORRUPT_CODES
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
+def file_identity(path: Path | str) -> tuple[int, int] | None:
+    """(device, inode) of the file at *path*, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def utc_iso(ts: float | None = None) -> str:
@@ -132,7 +192,13 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        # After SQLITE_FULL (or an I/O error) SQLite may have rolled back already: a plain ROLLBACK would
+        # then raise "no transaction is active" and hide the real error.
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
         raise
     else:
         conn.execute("COMMIT")
@@ -187,16 +253,80 @@ class Store:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self.conn  # create (and migrate) now, so errors surface at open
+        self._identity = self._local.identity  # the file this Store started with
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """This thread's connection, reopened when the path now names another file (deleted,
+        replaced, moved aside): nothing is written into a file no one else can see."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and file_identity(self.path) != self._local.identity:
+            self._drop(conn)
+            conn = None
         if conn is None:
-            conn = connect(self.path)
+            conn = self._open()
             self._local.conn = conn
+            self._local.identity = file_identity(self.path)
             with self._all_lock:
                 self._all.append(conn)
         return conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return connect(self.path) if not self._missing() else self._create()
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise CorruptState(self.path, str(exc)) from None
+            raise  # a read-only folder or a full disk: the Deck words those
+
+    def _missing(self) -> bool:
+        """No database file yet, or an empty one (a creator that has not written its header)."""
+        try:
+            return os.stat(self.path).st_size == 0
+        except FileNotFoundError:
+            return True
+
+    def _create(self) -> sqlite3.Connection:
+        """Create the database file, one process at a time.
+
+        A ``-wal``/``-shm`` pair left without its database belongs to a deleted file that some
+        process may still have open (a watcher between two ticks): SQLite would share that
+        process's wal-index with the new file (``disk I/O error``, or worse).  Unlinked first, the
+        old process keeps its own copies and the new file gets fresh ones.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self.path}.create-lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._missing():
+                for suffix in ("-wal", "-shm", "-journal"):
+                    try:
+                        os.unlink(f"{self.path}{suffix}")
+                    except FileNotFoundError:
+                        pass
+            return connect(self.path)
+        finally:
+            os.close(fd)
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        with self._all_lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+        self._local.conn = None
+
+    def file_changed(self) -> bool:
+        """True when the database file this Store opened is no longer at its path (deleted or
+        replaced): a long-running process must stop and let a fresh one start."""
+        return file_identity(self.path) != self._identity
+
+    def quick_check(self) -> list[str]:
+        """SQLite's ``PRAGMA quick_check``: ``[]`` when the file is sound, else its complaints."""
+        rows = [r[0] for r in self.conn.execute("PRAGMA quick_check").fetchall()]
+        return [] if rows == ["ok"] else rows
 
     def close(self) -> None:
         with self._all_lock:
@@ -225,7 +355,7 @@ class Store:
             )
             c.execute(
                 "INSERT INTO events (agent, ts, type, status, source, detail) VALUES (?,?,?,?,?,?)",
-                (rec.name, time.time(), "status", rec.status, "launch", "{}"),
+                (rec.name, time.time(), "status", rec.status, rec.status_source or "launch", "{}"),
             )
 
     def get_agent(self, name: str) -> AgentRecord | None:
@@ -355,3 +485,26 @@ class Store:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+
+# ---------------------------------------------------------------- corruption as one clear line
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _corruption_guard(method: _F) -> _F:
+    @functools.wraps(method)
+    def guarded(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise CorruptState(self.path, str(exc)) from None
+            raise
+
+    return guarded  # type: ignore[return-value]
+
+
+for _name, _value in list(vars(Store).items()):
+    if callable(_value) and not _name.startswith("_") and _name not in ("close",):
+        setattr(Store, _name, _corruption_guard(_value))
+del _name, _value

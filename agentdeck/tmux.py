@@ -60,12 +60,6 @@ class PaneInfo:
         return f"{int(self.dead)}:{self.activity}:{self.history}:{self.cursor[0]},{self.cursor[1]}"
 
 
-def _clean_argv(argv: list[str]) -> list[str]:
-    """COLUMNS/LINES in the server's environment (a server started from a test or a script) would pin
-    a TUI agent to that size whatever the pane's real size: start the agent without them."""
-    return ["env", "-u", "COLUMNS", "-u", "LINES", *argv]
-
-
 class TmuxGone(Refused):
     """The agentdeck tmux server is not running."""
 
@@ -125,26 +119,26 @@ class Tmux:
         return self.server.is_alive()
 
     # ------------------------------------------------------------------ sessions
-    def new_session(self, name: str, start_dir: Path, argv: list[str], env: dict[str, str],
-                    width: int = 200, height: int = 50) -> str:
-        """Start *argv* in a new detached session; returns the pane id."""
+    def new_session(self, name: str, start_dir: Path, argv: list[str], width: int = 200, height: int = 50) -> str:
+        """Start *argv* in a new detached session; returns the pane id.
+
+        No environment is passed here: ``-e K=V`` would show on the tmux client's command line
+        (``ps``), and the server's own environment is that of whoever started it.  *argv* is the
+        deck's launcher, which loads the agent's environment from a 0600 file (deck.LAUNCHER)."""
         self._ensure_conf()
         args = ["new-session", "-d", "-s", name, "-c", str(start_dir), "-x", str(width), "-y", str(height),
                 "-P", "-F", "#{pane_id}"]
-        for key, value in env.items():
-            args += ["-e", f"{key}={value}"]
-        args.append(shlex.join(_clean_argv(argv)))
+        args.append(shlex.join(argv))
         out = self.cmd(*args)
         pane = out[0].strip() if out else ""
         # A server started before agentdeck wrote its conf: make sure the option holds.
         self.cmd("set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on", check=False)
         return pane
 
-    def respawn(self, name: str, start_dir: Path, argv: list[str], env: dict[str, str]) -> str:
+    def respawn(self, name: str, start_dir: Path, argv: list[str]) -> str:
+        """Run *argv* again in the session's pane (see :meth:`new_session` for the environment)."""
         args = ["respawn-pane", "-k", "-t", f"={name}:", "-c", str(start_dir)]
-        for key, value in env.items():
-            args += ["-e", f"{key}={value}"]
-        args.append(shlex.join(_clean_argv(argv)))
+        args.append(shlex.join(argv))
         self.cmd(*args)
         return self.pane_id(name) or ""
 

@@ -14,11 +14,16 @@ How it stays safe:
 3. **Apply in one step.**  If no worktree has the target branch checked out,
    ``git update-ref refs/heads/TARGET NEW OLD`` moves the branch only if it is
    still at OLD.  If one does (the main checkout, usually), that checkout is
-   fast-forwarded to the new commit with ``git merge --ff-only`` there, so the
-   files on disk follow the branch; git itself refuses, changing nothing, if an
-   untracked file would be overwritten.  The new commit always has the
-   target's old tip as an ancestor, so the fast-forward is always possible
-   unless someone moved the target meanwhile (then: refused, try again).
+   fast-forwarded to the new commit: ``git read-tree -m -u OLD NEW`` there
+   (index and files; git itself refuses, changing nothing, if an untracked
+   file or a local change is in the way), then ``update-ref``.  The new commit
+   always has the target's old tip as an ancestor, so the fast-forward is
+   always possible unless someone moved the target meanwhile (then: refused,
+   try again).
+4. **Journaled.**  Rewriting thousands of files is not atomic: a journal is
+   written before the checkout is touched and removed after the branch moved,
+   so a merge killed half way is recognised and finished by the next ``merge``
+   into that target or by ``doctor --fix`` (:mod:`agentdeck.review.merge_journal`).
 
 Cleanup afterwards deletes the agent's branch only when its changes are in the
 target: either its tip is an ancestor, or merging it again would change
@@ -33,7 +38,9 @@ from typing import Any
 
 from agentdeck import git
 from agentdeck.errors import Refused, UsageError
+from agentdeck.faults import fault_point
 from agentdeck.review import _git
+from agentdeck.review import merge_journal as _journal
 
 STRATEGIES = ("merge", "squash", "rebase")
 
@@ -58,17 +65,20 @@ class MergeCheck:
     uncommitted: list[str] = field(default_factory=list)  # agent worktree changes (blocking)
     target_dirty: list[str] = field(default_factory=list)  # target checkout changes (blocking)
     checkout: str | None = None  # worktree that has the target checked out
+    interrupted: str = ""  # an earlier merge into the target was killed half way (merge_journal)
 
     @property
     def problems(self) -> list[str]:
         """One line per reason the merge cannot happen now (problem and fix)."""
         out = []
+        if self.interrupted:
+            out.append(f"{self.interrupted}; `agentdeck merge` finishes it first, or run `agentdeck doctor --fix`")
         if self.uncommitted:
             out.append(
                 f"{self.agent} has uncommitted changes ({_git.short(self.uncommitted)}); "
                 f"commit them first with `agentdeck commit {self.agent}`"
             )
-        if self.target_dirty:
+        if self.target_dirty and not self.up_to_date:  # nothing to write there when up to date
             out.append(
                 f"the checkout of {self.target} at {self.checkout} has uncommitted changes "
                 f"({_git.short(self.target_dirty)}); commit or stash them there and try again"
@@ -96,7 +106,8 @@ class MergeCheck:
             "ok": self.ok, "up_to_date": self.up_to_date, "fast_forward": self.fast_forward,
             "target_old": self.target_old, "new_commit": self.new_commit, "commits": self.commits,
             "files": self.files, "conflicts": self.conflicts, "uncommitted": self.uncommitted,
-            "target_dirty": self.target_dirty, "checkout": self.checkout, "problems": self.problems,
+            "target_dirty": self.target_dirty, "checkout": self.checkout, "interrupted": self.interrupted or None,
+            "problems": self.problems,
         }
 
 
@@ -137,6 +148,9 @@ def check_merge(
     checkout = _git.find_checkout(root, target)
     if checkout is not None:
         check.checkout = str(checkout)
+        journal = _journal.journal_for(root, target)
+        if journal is not None:
+            check.interrupted = _journal.inspect(root, journal).describe()
         check.target_dirty = _git.tracked_changes(checkout)
     check.commits = int(git.run(root, "rev-list", "--count", f"{old}..{tip}") or 0)
 
@@ -179,7 +193,11 @@ def merge(
     strategy: str = "merge", ignore: set[str] | frozenset[str] | None = None,
     message: str | None = None, no_ff: bool = False,
 ) -> MergeResult:
-    """Check, then move the target (and its checkout, if any). Raises Refused, changing nothing."""
+    """Check, then move the target (and its checkout, if any). Raises Refused, changing nothing.
+
+    A merge into *target* that was killed half way is finished first (or refused, naming what
+    is in the way), so retrying after a crash just works."""
+    resume_interrupted(root, target)
     check = check_merge(
         root, agent=agent, branch=branch, worktree=worktree, target=target, strategy=strategy,
         ignore=ignore, message=message, no_ff=no_ff,
@@ -215,16 +233,42 @@ def apply_merge(root: Path | str, check: MergeCheck) -> None:
         )
     if _git.rev(checkout, "HEAD") != old:
         raise Refused(f"{target} moved while merging; nothing changed, try again")
-    proc = git.run_proc(
-        checkout, "merge", "--ff-only", "--no-autostash", "--no-stat", "-q", new,
-        env={"GIT_REFLOG_ACTION": reflog},
-    )
+    journal = _journal.write_journal(root, target=target, checkout=checkout, old=old, new=new,
+                                     agent=check.agent, branch=check.branch, strategy=check.strategy)
+    fault_point("merge.journal")
+    proc = git.run_proc(checkout, "read-tree", "-m", "-u", old, new)
     if proc.returncode != 0:
         detail = " ".join(line.strip() for line in proc.stderr.strip().splitlines()[:6])
+        recorded = _journal.journal_for(root, target)
+        if recorded is not None and _journal.inspect(root, recorded).at_new:
+            # git failed while writing (a full disk): the journal stays for the repair.
+            raise Refused(f"updating the checkout of {target} at {checkout} failed half way: {detail}; "
+                          "fix that, then run `agentdeck doctor --fix` (or merge again) to finish it")
+        journal.unlink(missing_ok=True)  # refused before writing anything (a file in the way)
         raise Refused(
             f"could not update the checkout of {target} at {checkout}: {detail}; "
             "nothing changed — move those files away and try again"
         )
+    fault_point("merge.checkout")
+    proc = git.run_proc(checkout, "update-ref", "-m", reflog, f"refs/heads/{target}", new, old)
+    if proc.returncode != 0:
+        # Someone moved the branch between our check and now: put the files back as they were.
+        undo = git.run_proc(checkout, "read-tree", "-m", "-u", new, old)
+        if undo.returncode == 0:
+            journal.unlink(missing_ok=True)
+        raise Refused(f"{target} moved while merging ({proc.stderr.strip()}); "
+                      + ("nothing changed, try again" if undo.returncode == 0
+                         else "run `agentdeck doctor` to see what is left"))
+    journal.unlink(missing_ok=True)
+
+
+def resume_interrupted(root: Path | str, target: str) -> str | None:
+    """Finish a merge into *target* that was killed half way (see merge_journal); returns what
+    was done, None when there was none. Raises Refused when it is running or cannot be finished."""
+    journal = _journal.journal_for(root, target)
+    if journal is None:
+        return None
+    return _journal.finish(root, journal)
 
 
 def changes_in_target(root: Path | str, branch: str, target: str) -> bool:
