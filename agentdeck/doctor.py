@@ -118,6 +118,12 @@ def run_checks(repo: str | None = None, fix: bool = False) -> list[dict[str, Any
                 pass
             else:
                 checks.extend(doctor_checks(deck))
+            from agentdeck.mcp.service import doctor_checks as mcp_checks  # the MCP server (issue 15)
+
+            checks.extend(mcp_checks(deck))
+        from agentdeck.sandbox.doctor import doctor_checks as sandbox_checks  # bubblewrap (issue 14)
+
+        checks.extend(sandbox_checks(config))
     finally:
         if deck is not None:
             deck.close()

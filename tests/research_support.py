@@ -101,14 +101,28 @@ workers = {workers}
 confirm = {confirm}
 repeats_baseline = {repeats}
 proposer = "{proposer}"
+sandbox = "{sandbox}"
+{gates}
+env = {{ LAB_RECORD = "${{LAB_RECORD}}", LAB_PIDFILE = "${{LAB_PIDFILE}}", LAB_OFFSETS = "${{LAB_OFFSETS}}", LAB_GATE = "${{LAB_GATE}}" }}
 {extra}
 '''
 
 
+#: The sanity gates off: this lab's steps are large by design (18 -> 6 in one trial would be
+#: ``suspect``) and its tests crash many trials in a row on purpose.  The gates' own tests
+#: (tests/test_research_adversarial.py) pass ``gates=""`` (the defaults) or their own settings.
+GATES_OFF = "max_jump = 1000000.0\nmax_crashes = 1000"
+
+
 def make_lab(path: Path, *, gpus: str = "[0]", workers: int = 1, confirm: bool = False, repeats: int = 2,
-             timeout: float = 30, proposer: str = "mutate", extra: str = "", train: str = TRAIN) -> Path:
+             timeout: float = 30, proposer: str = "mutate", extra: str = "", train: str = TRAIN,
+             sandbox: str = "none", gates: str = GATES_OFF) -> Path:
+    # Jobs get an allow-listed environment: the LAB_* knobs reach them through [research] env.
+    # sandbox "none" by default (the jobs write LAB_RECORD files the sandbox's private /tmp would
+    # hide); tests/test_research_sandbox.py runs the same lab sandboxed.
     config = CONFIG.format(python=sys.executable, gpus=gpus, workers=workers, confirm=str(confirm).lower(),
-                           repeats=repeats, timeout=timeout, proposer=proposer, extra=extra)
+                           repeats=repeats, timeout=timeout, proposer=proposer, extra=extra, sandbox=sandbox,
+                           gates=gates)
     return make_repo(path, {
         "README.md": "# lab\n",
         "lab/prepare.py": PREPARE,

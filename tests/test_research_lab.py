@@ -82,9 +82,17 @@ def test_tiny_cpu_research_run_on_the_lab(tmp_path):
     assert data["baseline"]["runs"] == 1 and 0 < data["baseline"]["metric"] < 9
     assert {t["gpu"] for t in data["trials"] if t["gpu"]} == {"cpu"}
     assert sum(t["kind"] == "proposal" for t in data["trials"]) == 1
+    # The metric is the protected evaluation's (held-out text, the saved weights), in the sandbox;
+    # what train.py printed (on the public split) is only its claim.
+    assert data["metric_source"] == "eval" and data["sandbox"] == "bwrap", data
+    base = data["trials"][0]
+    assert base["kind"] == "baseline" and base["claimed"] is not None and 0 < base["claimed"] < 9
+    assert base["metric"] != base["claimed"]
     # The lab prints autoresearch's summary lines; peak memory feeds results.tsv's memory_gb.
     log = subprocess.run([sys.executable, "-m", "agentdeck", "research", "log", "1"], cwd=repo,
                          capture_output=True, text=True, env=env).stdout
-    summary = dict(line.split(":", 1) for line in log.split("---", 1)[1].strip().splitlines())
+    job_log, _, eval_log = log.partition("=== evaluation")
+    assert f"val_bpb:          {base['metric']:.6f}" in eval_log, log
+    summary = dict(line.split(":", 1) for line in job_log.split("---", 1)[1].strip().splitlines())
     assert {"val_bpb", "training_seconds", "peak_vram_mb", "mfu_percent", "num_steps", "num_params_M"} <= set(summary)
     assert git(repo, "status", "--porcelain") == ""

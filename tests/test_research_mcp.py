@@ -76,9 +76,9 @@ def test_research_submit_refuses_callers_without_a_request(tmp_path):
 
 
 def test_the_group_is_registered_with_the_others():
-    from agentdeck import mcp_server
-    from agentdeck.research.mcp_tools import register_research_tools
+    from agentdeck.mcp import server as mcp_server
+    from agentdeck.mcp.research_tools import register_research_tools
 
     names = [getattr(g, "__name__", "") for g in mcp_server.TOOL_GROUPS]
     assert names.index("register_memory_tools") < names.index("register_research_tools")
-    assert register_research_tools.__module__ == "agentdeck.research.mcp_tools"
+    assert register_research_tools.__module__ == "agentdeck.mcp.research_tools"

@@ -9,16 +9,22 @@ CLI, the TUI's Research tab and the MCP server call):
 - ``run(tag, ...)`` runs the loop in this process until done or stopped;
   ``run_detached(tag)`` starts it as a background process;
 - ``status(tag=None)`` the contract's JSON object; ``trial``, ``log``, ``diff``;
-- ``pause``, ``resume``, ``stop``, ``promote``.
+- ``pause``, ``resume``, ``stop``, ``promote`` (a suspect trial only with ``accept_suspect``;
+  never a tree whose editable files are not regular files).
 
 Layout under the repository's state dir::
 
     research/ledger.db             every run and trial (SQLite, WAL)
     research/<tag>/results.tsv     autoresearch's columns + trial, kind, gpu, seconds
     research/<tag>/logs/<id>.log   each job's output (+ <id>.log.exit, its exit status)
-    research/<tag>/wt/             trial worktrees (removed once a trial is recorded)
+    research/<tag>/logs/<id>.eval.log  the protected evaluation's output (with eval_command)
+    research/eval.seed             the evaluation's secret (mode 0600; hidden from sandboxed jobs)
     research/<tag>/loop.lock       held by the run's loop process
     research/<tag>/loop.log        the detached loop's own output
+
+Trial worktrees and artifacts live outside the state folder, out of the jobs' reach
+(:mod:`agentdeck.research.isolation`): ``<cache>/research/<repo>-<id>/<tag>/wt/``,
+``.../artifacts/<trial>/`` (removed once a trial is recorded).
 """
 
 from __future__ import annotations
@@ -172,8 +178,8 @@ class Research:
         from agentdeck.research import gitops
 
         warnings: list[str] = []
-        if settings.proposer not in ("mutate", "llm", "agent", "command"):
-            raise UsageError(f"unknown proposer {settings.proposer!r}; use mutate, llm, agent or command")
+        if settings.proposer not in ("mutate", "search", "llm", "agent", "command"):
+            raise UsageError(f"unknown proposer {settings.proposer!r}; use mutate, search, llm, agent or command")
         if not settings.command.strip():
             raise UsageError("[research] command is empty; set the training command, e.g. \"python train.py\"")
         if not METRIC_RE.match(settings.metric):
@@ -202,6 +208,12 @@ class Research:
                 f"none of [research] editable ({', '.join(settings.editable) or 'empty'}) is a committed file in "
                 f"{workdir!r}; commit it or fix the list"
             )
+        modes = gitops.tree_modes(self.repo.root, base_commit, workdir)
+        irregular = [p for p in gitops.match(workdir, settings.editable, modes.keys()) if modes[p] not in
+                     ("100644", "100755")]
+        if irregular:
+            raise UsageError(f"editable {irregular[0]} is not a regular file in the commit (mode {modes[irregular[0]]}); "
+                             "replace the link or submodule with the file itself and commit")
         protected_paths = gitops.match(workdir, settings.protected, files.keys())
         for pattern in settings.protected:
             if not gitops.match(workdir, [pattern], files.keys()):
@@ -225,6 +237,7 @@ class Research:
               gpus: Any = None, budget_s: float | None = None) -> str:
         """Create the run *tag* (default: from the date), or ready an existing one to continue."""
         from agentdeck import git
+        from agentdeck.research.hardware import slot_classes
         from agentdeck.research.loop import settings_dict
 
         if trials is not None and trials < 0:
@@ -242,6 +255,7 @@ class Research:
         protected, _editable, warnings = self._validate(settings, base_commit)
         executor = self.make_executor(settings)
         executor.check(self.research_dir)
+        _check_sandbox(settings, executor)
         slots = executor.slots(gpus if gpus is not None else settings.gpus)
         prop = self.make_proposer(settings.proposer, tag or "check", settings)
         prop.check()
@@ -254,6 +268,8 @@ class Research:
             raise UsageError(f"{branch!r} is not a valid branch name; choose another --tag")
         data = settings_dict(settings)
         data["slots"] = slots
+        data["slot_classes"], data["primary_class"] = slot_classes(
+            slots, executor.pins_devices, settings.executor, getattr(settings, "hardware", "") or "")
         data["workdir"] = posixpath.normpath(settings.workdir.strip() or ".")
         self.ledger.create_run(
             tag, branch=branch, base_branch=base_branch, base_commit=base_commit, workdir=data["workdir"],
@@ -276,6 +292,10 @@ class Research:
         if run["state"] == "failed":
             raise Refused(f"research run {tag!r} failed ({run['message'][:160]}); fix and commit the lab, then start "
                           "a new run (without --tag, or with a new tag)")
+        problem = self.ledger.chain_problem(tag)
+        if problem:
+            raise Refused(f"research run {tag!r}: ledger changed outside the harness ({problem}); its record cannot "
+                          "be trusted — start a new run (without --tag, or with a new tag)")
         data = dict(run["settings"])
         if proposer:
             data["proposer"] = proposer
@@ -286,8 +306,15 @@ class Research:
             raise UsageError(f"timeout_s ({settings.timeout_s:g}) must exceed the budget ({settings.budget_s:g})")
         executor = self.make_executor(settings)
         executor.check(self.research_dir)
+        _check_sandbox(settings, executor)
         if gpus is not None:
+            from agentdeck.research.hardware import slot_classes
+
             data["slots"] = executor.slots(gpus)
+            classes, primary = slot_classes(data["slots"], executor.pins_devices, settings.executor,
+                                            getattr(settings, "hardware", "") or "")
+            data["slot_classes"] = classes
+            data["primary_class"] = data.get("primary_class") or primary  # the primary class never changes
         self.make_proposer(settings.proposer, tag, settings).check()
         if trials is not None:
             limit = int(run["proposals"]) + trials
@@ -295,7 +322,12 @@ class Research:
             limit = None  # a finished run continued without --trials runs until stopped
         else:
             limit = run["trials_limit"]  # an interrupted, stopped or paused run goes on to its own end
-        self.ledger.update_run(tag, settings=data, trials_limit=limit, control="run", state="starting", message="")
+        if self.ledger.chain_head(tag)[0]:
+            self.ledger.update_run(tag, trials_limit=limit, control="run", state="starting", message="")
+            # The decision chain covers the settings: they change with their link, in one transaction.
+            self.ledger.record_decision(tag, None, run_fields={"settings": data})
+        else:
+            self.ledger.update_run(tag, settings=data, trials_limit=limit, control="run", state="starting", message="")
         self.last_warnings = []
         return tag
 
@@ -423,16 +455,23 @@ class Research:
         run = self.ledger.run(tag)
         assert run is not None
         trials = self.ledger.trials(tag)
+        primary = run["settings"].get("primary_class") or "default"
+        suspect = {t["id"] for t in trials if t["meta"].get("suspect")}
         best = None
         if run["best_trial"] is not None:
             best = {"id": run["best_trial"], "metric": run["best_metric"], "commit": run["best_commit"]}
+            if run["best_trial"] in suspect:
+                best["suspect"] = True
         return {
             "tag": tag,
             "branch": run["branch"],
             "results_tsv": str(self.run_dir(tag) / "results.tsv"),
             "baseline": {"metric": run["baseline_metric"], "runs": run["baseline_runs"], "noise": run["noise"]},
             "best": best,
-            "trials": [self.trial_json(t) for t in trials],
+            "trials": [self.trial_json(t) | {"hardware": t.get("hardware") or primary} for t in trials],
+            "hardware": primary,
+            "slot_classes": dict(run["settings"].get("slot_classes") or {}),
+            "bests": self._class_bests(run, suspect),
             "state": self.state(tag),
             "metric": self.settings_from_run(run).metric,
             "direction": self.settings_from_run(run).direction,
@@ -442,7 +481,42 @@ class Research:
             "duplicates": run["duplicates"],
             "proposal_failures": run["proposal_failures"],
             "message": run["message"],
+            "importances": self._importances(tag),
+            **self._trust(run),
         }
+
+    def _trust(self, run: dict[str, Any]) -> dict[str, Any]:
+        """Where the metric comes from and what the jobs run in (``metric_source``, ``sandbox``)."""
+        from agentdeck.research.isolation import resolve_sandbox
+
+        settings = self.settings_from_run(run)
+        resolved = resolve_sandbox(settings.sandbox, settings.executor)
+        return {"metric_source": "eval" if (settings.eval_command or "").strip() else "self-reported",
+                "sandbox": resolved.mode, "sandbox_detail": resolved.error or resolved.detail}
+
+    def _importances(self, tag: str) -> dict[str, Any] | None:
+        """The search proposer's latest parameter importances (from the ledger; Optuna is not imported)."""
+        from agentdeck.research.proposers.search import latest_importances
+
+        return latest_importances(self.ledger, tag)
+
+    def _class_bests(self, run: dict[str, Any], suspect: set[int]) -> dict[str, Any]:
+        """The baseline and best of every hardware class other than the run's primary one."""
+        from agentdeck.research.hardware import class_branch
+
+        out = {}
+        primary = run["settings"].get("primary_class") or "default"
+        for cls, row in self.ledger.class_rows(run["tag"]).items():
+            best = None
+            if row["best_trial"] is not None:
+                best = {"id": row["best_trial"], "metric": row["best_metric"], "commit": row["best_commit"]}
+                if row["best_trial"] in suspect:
+                    best["suspect"] = True
+            out[cls] = {"branch": class_branch(run["branch"], cls, primary),
+                        "baseline": {"metric": row["baseline_metric"], "runs": row["baseline_runs"],
+                                     "noise": row["noise"]},
+                        "best": best}
+        return out
 
     @staticmethod
     def trial_json(t: dict[str, Any]) -> dict[str, Any]:
@@ -456,6 +530,9 @@ class Research:
             "description": t["description"],
             "gpu": t["gpu"],
             "seconds": None if t["seconds"] is None else round(float(t["seconds"]), 3),
+            "hardware": t.get("hardware") or "",
+            "suspect": bool(t["meta"].get("suspect")),
+            "claimed": t.get("claimed"),
         }
 
     def trial(self, trial_id: int | str, tag: str | None = None) -> dict[str, Any]:
@@ -474,7 +551,12 @@ class Research:
         path = Path(t["log_path"]) if t["log_path"] else None
         if path is None or not path.exists():
             raise Refused(f"trial {t['id']} has no log: it never ran ({t['status']}: {t['reason'] or 'queued'})")
-        return path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        evaluation = path.with_name(f"{t['id']}.eval.log")  # the protected evaluation's output, if it ran
+        if evaluation.exists():
+            text += ("" if text.endswith("\n") or not text else "\n") + f"=== evaluation ({evaluation.name}) ===\n"
+            text += evaluation.read_text(encoding="utf-8", errors="replace")
+        return text
 
     def diff(self, trial_id: int | str, tag: str | None = None) -> str:
         from agentdeck.research import gitops
@@ -485,8 +567,13 @@ class Research:
         return gitops.diff(self.repo.root, t["parent"], t["commit"])
 
     # ------------------------------------------------------------------ promote
-    def promote(self, trial_id: int | str | None = None, tag: str | None = None) -> dict[str, Any]:
-        """Merge a trial (default: the run's best) into the run's base branch (a plain ``git merge``)."""
+    def promote(self, trial_id: int | str | None = None, tag: str | None = None,
+                accept_suspect: bool = False) -> dict[str, Any]:
+        """Merge a trial (default: the run's best) into the run's base branch (a plain ``git merge``).
+
+        Refused for a suspect trial (a jump too large to believe) unless *accept_suspect*, and
+        for a tree whose editable files are not all regular files (a symlink or submodule would
+        reach outside the repository once merged)."""
         from agentdeck import git
         from agentdeck.research import gitops
 
@@ -504,6 +591,20 @@ class Research:
             raise Refused(f"trial {t['id']} is still {t['status']}; wait for its result")
         if t["status"] == "crash":
             raise Refused(f"trial {t['id']} crashed ({t['reason']}); promote a kept trial instead")
+        if t["status"] == "suspect":
+            raise Refused(f"trial {t['id']} is suspect and still being re-run; wait for its re-runs")
+        if t["meta"].get("suspect") and not accept_suspect:
+            raise Refused(f"trial {t['id']} is suspect ({t['meta']['suspect']}); check its log and diff, then "
+                          f"`agentdeck research promote {t['id']} --accept-suspect` if it is real")
+        settings = self.settings_from_run(run)
+        modes = gitops.tree_modes(self.repo.root, t["commit"], run["workdir"])
+        base_modes = gitops.tree_modes(self.repo.root, run["base_commit"], run["workdir"])
+        editable = set(gitops.match(run["workdir"], settings.editable, modes.keys()))
+        irregular = sorted(p for p, mode in modes.items() if mode not in ("100644", "100755")
+                           and (p in editable or base_modes.get(p) != mode))
+        if irregular:
+            raise Refused(f"trial {t['id']} breaks the regular-file rule: {irregular[0]} has mode "
+                          f"{modes[irregular[0]]} (a symbolic link or submodule); nothing merged")
         base = run["base_branch"]
         current = git.current_branch(self.repo.root)
         if current != base:
@@ -519,6 +620,15 @@ class Research:
             raise Refused(f"promoting trial {t['id']} into {base} would conflict or failed ({exc.stderr[:200]}); "
                           f"nothing changed — merge {gitops.trial_ref(tag, t['id'])} by hand") from None
         return {"tag": tag, "trial": t["id"], "commit": t["commit"], "into": base, "merge_commit": merged}
+
+
+def _check_sandbox(settings: Any, executor: Any) -> None:
+    """A UsageError when ``[research] sandbox = "bwrap"`` cannot be honoured here (before a run starts)."""
+    from agentdeck.research.isolation import resolve_sandbox
+
+    resolved = resolve_sandbox(settings.sandbox, executor.name)
+    if resolved.error:
+        raise UsageError(f"[research] {resolved.error}")
 
 
 class _NoProposer:

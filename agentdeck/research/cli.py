@@ -1,4 +1,4 @@
-"""``agentdeck research ...``: run, status, log, pause, resume, stop, promote.
+"""``agentdeck research ...``: run, status, log, pause, resume, stop, promote, space.
 
 ``register(subparsers)`` adds the commands to agentdeck's CLI; ``main(argv)``
 runs them alone (``python -m agentdeck.research.cli research status``), which
@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tag", help="run tag (default: from the date, e.g. nov26); an existing tag continues that run")
     p.add_argument("--trials", type=int, default=None,
                    help="number of proposals to run (baselines and confirmations are extra); default: until stopped")
-    p.add_argument("--proposer", choices=("mutate", "llm", "agent", "command"),
+    p.add_argument("--proposer", choices=("mutate", "search", "llm", "agent", "command"),
                    help="who proposes changes (default: [research] proposer)")
     p.add_argument("--gpus", help="`auto` or device ids such as 0,1 (default: [research] gpus)")
     p.add_argument("--budget", type=float, default=None, help="training budget per trial in seconds")
@@ -58,8 +58,18 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("promote", help="merge a trial (default: the best) into the run's base branch")
     p.add_argument("trial", nargs="?")
     p.add_argument("--tag", help="run tag (default: the latest run)")
+    p.add_argument("--accept-suspect", action="store_true",
+                   help="promote a suspect trial (its gain was too large to believe; check it first)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("space", help="the search proposer's space: each constant's range and how it was derived",
+                       description="The constants the `search` proposer tunes, their ranges and where each came "
+                                   "from (derived from the value, or [research.space]). Without --tag: this "
+                                   "checkout's HEAD and config; with --tag: that run's best and settings.")
+    p.add_argument("--tag", help="a run (default: HEAD with the current config)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_space)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -171,7 +181,14 @@ class _Display:
             print(f"trial {t['id']:>3} {t['kind']:<8} {t['status']:<7} {metric:>10}  gpu {t.get('gpu') or '-':<4} "
                   f"{_fmt(t.get('seconds'), 1):>6}s  {t['description'][:60]}  ({t['reason'][:80]})", flush=True)
         elif kind == "baseline":
-            print(f"baseline {_fmt(data['metric'])} ± {_fmt(data['noise'])} over {data['runs']} run(s)", flush=True)
+            where = f" on {data['hardware']}" if data.get("hardware") else ""
+            print(f"baseline{where} {_fmt(data['metric'])} ± {_fmt(data['noise'])} over {data['runs']} run(s)",
+                  flush=True)
+        elif kind == "suspect":
+            print(f"trial {data['id']:>3} suspect: {data['reason']}; re-running it as trials "
+                  f"{', '.join(map(str, data['reruns']))}", flush=True)
+        elif kind == "tamper":
+            print(f"research {self.tag}: warning: {data['reason']}", flush=True)
         elif kind == "state" and data.get("message"):
             print(f"research {self.tag}: {data['state']}: {data['message']}", flush=True)
 
@@ -195,7 +212,8 @@ class _Display:
         shown = [t for t in trials if t["status"] in ("running", "queued")] + \
                 [t for t in trials if t["status"] not in ("running", "queued")][-15:]
         shown.sort(key=lambda t: t["id"])
-        colors = {"keep": "green", "discard": "yellow", "crash": "red", "running": "cyan", "queued": "dim"}
+        colors = {"keep": "green", "discard": "yellow", "crash": "red", "running": "cyan", "queued": "dim",
+                  "suspect": "magenta"}
         for t in shown:
             delta = "" if t["metric"] is None or base is None else f"{t['metric'] - base:+.4f}"
             table.add_row(str(t["id"]), t["kind"], f"[{colors.get(t['status'], '')}]{t['status']}[/]",
@@ -215,20 +233,36 @@ def cmd_status(args: Any) -> int:
         return 0
     base, best = status["baseline"], status["best"] or {}
     print(f"research {status['tag']} ({status['state']}) on branch {status['branch']}")
+    source = ("protected evaluation ([research] eval_command)" if status.get("metric_source") == "eval"
+              else "self-reported (the job prints it; set [research] eval_command for a protected evaluation)")
+    print(f"metric: {source}")
+    print(f"sandbox: {status.get('sandbox', 'none')} — {status.get('sandbox_detail', '')}")
     print(f"baseline: {_fmt(base['metric'])} ± {_fmt(base['noise'])} over {base['runs']} run(s); "
           f"best: {_fmt(best.get('metric'))} (trial {best.get('id')}, {str(best.get('commit') or '')[:10]})")
+    for cls, other in (status.get("bests") or {}).items():
+        ob, obest = other["baseline"], other["best"] or {}
+        print(f"on {cls} (branch {other['branch']}): baseline {_fmt(ob['metric'])} ± {_fmt(ob['noise'])}; best "
+              f"{_fmt(obest.get('metric'))} (trial {obest.get('id')})" + (" [suspect]" if obest.get("suspect") else ""))
+    if (status.get("best") or {}).get("suspect"):
+        print("the best is suspect: promote it only with --accept-suspect, after checking its log and diff")
     print(f"proposals: {status['proposals']}" + (f"/{status['trials_limit']}" if status["trials_limit"] is not None else "")
           + f", duplicates skipped: {status['duplicates']}, proposer failures: {status['proposal_failures']}")
     if status["message"]:
         print(f"note: {status['message']}")
+    importances = status.get("importances") or {}
+    if importances.get("params"):
+        shown = ", ".join(f"{k} {float(v):.2f}" for k, v in list(importances["params"].items())[:8])
+        print(f"importance (search, {importances.get('trials')} trials): {shown}")
     print(f"results: {status['results_tsv']}")
     if status["trials"]:
         print()
         print(f"{'#':>4}  {'kind':<8} {'status':<8} {status['metric']:>12} {'gpu':>4} {'s':>7}  description")
         for t in status["trials"]:
-            print(f"{t['id']:>4}  {t['kind']:<8} {t['status']:<8} {_fmt(t['metric']):>12} {str(t['gpu'] or '-'):>4} "
+            shown = t["status"] + ("?" if t.get("suspect") and t["status"] != "suspect" else "")
+            print(f"{t['id']:>4}  {t['kind']:<8} {shown:<8} {_fmt(t['metric']):>12} {str(t['gpu'] or '-'):>4} "
                   f"{_fmt(t['seconds'], 1):>7}  {t['description'][:70]}"
-                  + (f"  [{t['reason'][:60]}]" if t["status"] in ("crash", "discard") and t["reason"] else ""))
+                  + (f"  [{t['reason'][:60]}]" if t["status"] in ("crash", "discard", "suspect") and t["reason"]
+                     else ""))
     return 0
 
 
@@ -257,11 +291,34 @@ def cmd_control(args: Any) -> int:
 
 def cmd_promote(args: Any) -> int:
     research = _research(args)
-    result = research.promote(args.trial, args.tag)
+    result = research.promote(args.trial, args.tag, accept_suspect=args.accept_suspect)
     if args.json:
         _json(result)
     else:
         print(f"merged trial {result['trial']} ({result['commit'][:10]}) of {result['tag']} into {result['into']}")
+    return 0
+
+
+def cmd_space(args: Any) -> int:
+    from agentdeck.research.space import space_for
+
+    data = space_for(_research(args), args.tag)
+    if args.json:
+        _json(data)
+        return 0
+    where = f"run {data['tag']} at {data['commit'][:10]}" if data.get("tag") else f"HEAD {data['commit'][:10]}"
+    print(f"search space of {', '.join(data['files']) or 'no editable file'} ({where}; sampler {data['sampler']})")
+    rows = [(p["name"], f"{p['path']}:{p['line']}", p["text"], p["range"], p["source"], p["derivation"])
+            for p in data["params"]]
+    if rows:
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            print(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:<{widths[3]}}  "
+                  f"{r[4]}: {r[5]}")
+    else:
+        print("  (nothing to search: no top-level numeric constant)")
+    for k in data["skipped"]:
+        print(f"  not searched: {k['name']} = {k['value']} ({k['path']}:{k['line']}): {k['reason']}")
     return 0
 
 

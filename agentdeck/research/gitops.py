@@ -1,22 +1,31 @@
 """The research loop's git work, through :mod:`agentdeck.git` (its ``run``).
 
-Trial worktrees are detached checkouts under the research dir (never deck
-agents, never branches); every trial commit is kept reachable under
-``refs/agentdeck/research/<tag>/<trial>``; only ``research/<tag>`` is a
-branch, and it only ever fast-forwards to a kept trial.
+Trial worktrees are detached checkouts (never deck agents, never branches);
+every trial commit is kept reachable under
+``refs/agentdeck/research/<tag>/<trial>``; only ``research/<tag>`` (and
+``research/<tag>@<class>`` for the run's other hardware classes) are branches,
+and they only ever fast-forward to a kept trial.
+
+It also gathers the facts the policy's file rules need about a trial's
+worktree: the git modes of its committed files (:func:`tree_modes`), what
+``lstat`` says about the files on disk (:func:`disk_facts`) and a fingerprint
+of the git directory a job could write into (:func:`git_dir_fingerprint`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import posixpath
 import shutil
+import stat
 import threading
 from pathlib import Path
 
 from agentdeck import git
 from agentdeck.git import GitError
+from agentdeck.research.model import PathFacts
 
 REF_PREFIX = "refs/agentdeck/research/"
 IDENTITY = ("-c", "user.name=agentdeck research", "-c", "user.email=research@agentdeck.invalid",
@@ -163,3 +172,149 @@ def merge(root: Path, commit: str, message: str) -> str:
         git.run(root, "merge", "--abort", check=False)
         raise
     return git.run(root, "rev-parse", "HEAD")
+
+
+def tree_modes(root: Path, commit: str, workdir: str) -> dict[str, str]:
+    """Every entry under *workdir* at *commit* with its git mode (files, symlinks 120000 and
+    submodules 160000 alike): repository path -> mode."""
+    args = ["ls-tree", "-r", "-z", "--full-tree", commit]
+    wd = join(workdir, ".")
+    if wd != ".":
+        args += ["--", wd]
+    modes = {}
+    for entry in git.run(root, *args).split("\0"):
+        meta, _, path = entry.partition("\t")
+        parts = meta.split()
+        if path and len(parts) >= 3:
+            modes[path] = parts[0]
+    return modes
+
+
+def clean_worktree(worktree: Path) -> None:
+    """Remove every file of *worktree* that is not committed, ignored ones included: the job runs
+    exactly what was committed (a proposer's leftovers, e.g. a ``__pycache__`` entry for a
+    protected module, never reach it)."""
+    git.run(worktree, "clean", "-ffdxq")
+
+
+def disk_facts(base: Path, paths: list[str]) -> dict[str, PathFacts]:
+    """What ``lstat`` says about each of *paths* (relative to *base*); links are not followed."""
+    facts = {}
+    for rel in paths:
+        try:
+            st = os.lstat(base / rel)
+        except FileNotFoundError:
+            facts[rel] = PathFacts("missing", 0)
+            continue
+        except OSError:
+            facts[rel] = PathFacts("other", 0)
+            continue
+        kind = ("file" if stat.S_ISREG(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode)
+                else "dir" if stat.S_ISDIR(st.st_mode) else "other")
+        facts[rel] = PathFacts(kind, st.st_nlink, st.st_dev, st.st_ino)
+    return facts
+
+
+def git_dirs(worktree: Path) -> tuple[Path | None, Path | None]:
+    """(the worktree's own git dir, the repository's common dir), read from the ``.git`` file and
+    ``commondir`` without running git; (None, None) when *worktree* is not a linked worktree."""
+    try:
+        text = (worktree / ".git").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None, None
+    if not text.startswith("gitdir:"):
+        return None, None
+    gitdir = Path(text[len("gitdir:"):].strip())
+    if not gitdir.is_absolute():
+        gitdir = (worktree / gitdir).resolve()
+    try:
+        common = Path((gitdir / "commondir").read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError):
+        return gitdir, None
+    return gitdir, (common if common.is_absolute() else (gitdir / common).resolve())
+
+
+#: Parts of the common git dir a job has no business writing (refs, objects and agentdeck's own
+#: state change while jobs run, as the harness records trials; they are left out).
+COMMON_WATCHED = ("config", "hooks", "info", "modules")
+MAX_FINGERPRINT_ENTRIES = 5000
+
+
+def _digest(path: Path) -> str:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "missing"
+    if stat.S_ISLNK(st.st_mode):
+        return "link:" + os.readlink(path)
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if not stat.S_ISREG(st.st_mode):
+        return "other"
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 16), b""):
+                h.update(block)
+    except OSError:
+        return "unreadable"
+    return f"{stat.S_IMODE(st.st_mode):o}:{h.hexdigest()}"
+
+
+def _walk(top: Path, label: str, out: dict[str, str]) -> None:
+    if not os.path.lexists(top):
+        return
+    out[label] = _digest(top)
+    if not top.is_dir() or top.is_symlink():
+        return
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        for name in sorted(dirnames + filenames):
+            full = Path(dirpath) / name
+            out[f"{label}/{full.relative_to(top).as_posix()}"] = _digest(full)
+            if len(out) > MAX_FINGERPRINT_ENTRIES:
+                return
+
+
+def git_dir_fingerprint(worktree: Path, dirs: tuple[Path | None, Path | None] | None = None) -> dict[str, str]:
+    """A digest of everything git-related a job in *worktree* could change: the worktree's ``.git``
+    file, its own git dir (HEAD, ... but not the index, which ``git status`` may refresh) and the
+    common dir's ``config``, ``hooks``, ``info`` and ``modules``.  Pass the *dirs* found before
+    the job (:func:`git_dirs`) so a job that rewrites the ``.git`` file cannot redirect the check."""
+    gitdir, common = dirs if dirs is not None else git_dirs(worktree)
+    out: dict[str, str] = {".git": _digest(worktree / ".git")}
+    if gitdir is not None and gitdir.is_dir():
+        for child in sorted(gitdir.iterdir()):
+            if not child.name.startswith("index"):
+                _walk(child, f"worktree/{child.name}", out)
+    if common is not None:
+        for name in COMMON_WATCHED:
+            if name == "config":
+                out[name] = _config_digest(common / name)
+            else:
+                _walk(common / name, name, out)
+    return out
+
+
+def _config_digest(path: Path) -> str:
+    """The repository config's digest, without its ``[branch "..."]`` sections (git writes those
+    itself when a branch is created with tracking, e.g. a deck agent started from a remote
+    branch).  Read as text, no git process: it is on the path from a freed lane to its next job."""
+    if not os.path.lexists(path):
+        return "missing"
+    if os.path.islink(path) or not path.is_file():
+        return _digest(path)
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return "unreadable"
+    kept, skipping = [], False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(b"["):
+            head, _, rest = line.partition(b"]")
+            name = head[1:].strip().lower()
+            # A header with a setting after it on the same line is never skipped.
+            skipping = name.startswith((b"branch ", b"branch.", b'branch"')) and not rest.strip()
+        if not skipping:
+            kept.append(raw)
+    return hashlib.sha256(b"\n".join(kept)).hexdigest()

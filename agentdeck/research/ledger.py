@@ -10,11 +10,29 @@ ledger consistent.
 Alongside it, each run keeps ``results.tsv`` in autoresearch's shape
 (``commit``, the metric's name, ``memory_gb``, ``status``, ``description``)
 plus ``trial``, ``kind``, ``gpu`` and ``seconds``; a row is appended (and
-synced) when a trial is decided, before anything of it is removed.
+synced) when a trial is decided, before anything of it is removed.  The file is
+a view of the ledger: when something else wrote to it, the harness rewrites it
+from the ledger instead of appending after the foreign rows.
+
+**The record out of the job's reach.**  A job runs code a proposer wrote; when it
+is not sandboxed it can open this database.  Every decision is one transaction
+that also appends a link to the run's checksum chain (table ``chain``): the
+sha256 of the previous link, of the decided trial's row and of the run's judged
+state (baseline, noise, best of every hardware class, protected checksums,
+settings).  The loop keeps the chain's head in memory and verifies the chain
+against the rows before each decision (:meth:`Ledger.chain_problem`); a row
+changed, added or removed behind its back stops the run ("ledger changed
+outside the harness").  Between two loops the head lives only in the database,
+so a restarted loop verifies the chain's own consistency.
+
+**Hardware classes.**  A run's primary class keeps its baseline and best in the
+``runs`` row (as before classes existed); every other class has a row in
+``classes``.  Each trial records its class in ``hardware``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -96,19 +114,86 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX agent_requests_agent ON agent_requests(agent, state);
     """,
+    # 2: hardware classes (each trial's class, the bests of classes other than the primary) and the
+    # checksum chain over decisions
+    """
+    ALTER TABLE trials ADD COLUMN hardware TEXT NOT NULL DEFAULT '';
+    CREATE TABLE classes (
+        tag              TEXT NOT NULL,
+        class            TEXT NOT NULL,
+        baseline_metric  REAL,
+        baseline_runs    INTEGER NOT NULL DEFAULT 0,
+        noise            REAL,
+        best_trial       INTEGER,
+        best_metric      REAL,
+        best_commit      TEXT,
+        PRIMARY KEY (tag, class)
+    );
+    CREATE TABLE chain (
+        tag      TEXT NOT NULL,
+        seq      INTEGER NOT NULL,
+        trial    INTEGER,
+        content  TEXT NOT NULL,
+        run      TEXT NOT NULL,
+        link     TEXT NOT NULL,
+        at       REAL NOT NULL,
+        PRIMARY KEY (tag, seq)
+    );
+    """,
+    # 3: the search proposer's parameter importances (JSON, one row per computation; the latest counts)
+    """
+    CREATE TABLE importances (
+        tag          TEXT NOT NULL,
+        computed_at  REAL NOT NULL,
+        json         TEXT NOT NULL
+    );
+    CREATE INDEX importances_tag ON importances(tag, computed_at);
+    """,
+    # 4: with a protected evaluation, the metric the job itself printed (the eval's is `metric`)
+    """
+    ALTER TABLE trials ADD COLUMN claimed REAL;
+    """,
 ]
 
 JSON_FIELDS = ("job", "meta", "extras")
 RUN_JSON_FIELDS = ("settings", "protected")
 # Contract statuses of trials; internal ``state`` refines them.
-STATUSES = ("queued", "running", "keep", "discard", "crash")
+STATUSES = ("queued", "running", "keep", "discard", "crash", "suspect")
 STATES = ("queued", "running", "judging", "final")
+#: A hardware class's judged state (the primary class's lives in the runs row).
+CLASS_FIELDS = ("baseline_metric", "baseline_runs", "noise", "best_trial", "best_metric", "best_commit")
+#: The fields of a decided trial the checksum chain covers.
+TRIAL_DIGEST_FIELDS = ("id", "kind", "state", "status", "reason", "metric", "claimed", "commit", "parent",
+                       "description", "hardware", "gpu", "memory_gb", "confirm_of", "reapply_of", "exit_code",
+                       "seconds", "content_hash", "meta")
+#: The fields of a run the checksum chain covers (with every class row).
+RUN_DIGEST_FIELDS = ("base_commit", "branch", "protected", "settings", *CLASS_FIELDS)
 
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _sha(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def trial_digest(trial: dict[str, Any]) -> str:
+    """The checksum of a decided trial's row (the fields in TRIAL_DIGEST_FIELDS)."""
+    return _sha({k: trial.get(k) for k in TRIAL_DIGEST_FIELDS})
+
+
+def run_digest(run: dict[str, Any], classes: dict[str, dict[str, Any]]) -> str:
+    """The checksum of a run's judged state: its RUN_DIGEST_FIELDS and every class row."""
+    return _sha({"run": {k: run.get(k) for k in RUN_DIGEST_FIELDS},
+                 "classes": {c: {k: row.get(k) for k in CLASS_FIELDS} for c, row in sorted(classes.items())}})
+
+
+def link_of(prev: str, content: str, run: str) -> str:
+    """One link of the chain: sha256 of the previous link, the trial's digest and the run's."""
+    return hashlib.sha256(f"{prev}\n{content}\n{run}".encode()).hexdigest()
 
 
 class Ledger:
@@ -243,6 +328,127 @@ class Ledger:
         rows = self.conn.execute(sql + " ORDER BY id", params).fetchall()
         return [self._trial_dict(r) for r in rows]
 
+    # ------------------------------------------------------------------ hardware classes
+    def class_rows(self, tag: str) -> dict[str, dict[str, Any]]:
+        """The judged state of every class of *tag* other than the primary: class -> row."""
+        rows = self.conn.execute("SELECT * FROM classes WHERE tag = ? ORDER BY class", (tag,)).fetchall()
+        return {r["class"]: {k: r[k] for k in CLASS_FIELDS} for r in rows}
+
+    # ------------------------------------------------------------------ decisions and the chain
+    def record_decision(self, tag: str, trial_id: int | None, fields: dict[str, Any] | None = None,
+                        run_fields: dict[str, Any] | None = None,
+                        class_fields: tuple[str, dict[str, Any]] | None = None) -> tuple[int, str]:
+        """One decision, in one transaction: update the trial (*fields*), the run's judged state
+        (*run_fields*: the primary class) or a class row (*class_fields*: (class, fields)), and
+        append a link to the chain.  With *trial_id* None only a link is appended (the run's
+        state as it is now, e.g. when a loop starts).  Returns (links so far, the new link)."""
+        fields = dict(fields or {})
+        for key in JSON_FIELDS:
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
+        fields = {k: _finite(v) for k, v in fields.items()}
+        with transaction(self.conn) as c:
+            if trial_id is not None and fields:
+                cols = ", ".join(f"{k} = ?" for k in fields)
+                c.execute(f"UPDATE trials SET {cols} WHERE tag = ? AND id = ?", (*fields.values(), tag, trial_id))
+            if run_fields:
+                run_fields = {k: (json.dumps(v) if k in RUN_JSON_FIELDS else _finite(v)) for k, v in run_fields.items()}
+                run_fields["updated_at"] = time.time()
+                cols = ", ".join(f"{k} = ?" for k in run_fields)
+                c.execute(f"UPDATE runs SET {cols} WHERE tag = ?", (*run_fields.values(), tag))
+            if class_fields:
+                cls, values = class_fields
+                values = {k: _finite(v) for k, v in values.items()}
+                c.execute("INSERT OR IGNORE INTO classes (tag, class) VALUES (?, ?)", (tag, cls))
+                cols = ", ".join(f"{k} = ?" for k in values)
+                c.execute(f"UPDATE classes SET {cols} WHERE tag = ? AND class = ?", (*values.values(), tag, cls))
+            return self._append_link(c, tag, trial_id)
+
+    def start_chain(self, tag: str) -> tuple[int, str]:
+        """Start the chain of a run that has none (a new run, or one recorded before the chain
+        existed): a link per decided trial as it stands, then one for the run's state — one
+        transaction.  Returns the chain's head (unchanged when it already had links)."""
+        with transaction(self.conn) as c:
+            last = c.execute("SELECT seq, link FROM chain WHERE tag = ? ORDER BY seq DESC LIMIT 1", (tag,)).fetchone()
+            if last is not None:
+                return int(last["seq"]), last["link"]
+            for row in c.execute("SELECT id FROM trials WHERE tag = ? AND state = 'final' ORDER BY id",
+                                 (tag,)).fetchall():
+                self._append_link(c, tag, row["id"])
+            return self._append_link(c, tag, None)
+
+    def _append_link(self, c: sqlite3.Connection, tag: str, trial_id: int | None) -> tuple[int, str]:
+        last = c.execute("SELECT seq, link FROM chain WHERE tag = ? ORDER BY seq DESC LIMIT 1", (tag,)).fetchone()
+        seq = (last["seq"] + 1) if last else 1
+        prev = last["link"] if last else ""
+        content = ""
+        if trial_id is not None:
+            row = c.execute("SELECT * FROM trials WHERE tag = ? AND id = ?", (tag, trial_id)).fetchone()
+            content = trial_digest(self._trial_dict(row)) if row else ""
+        run_row = c.execute("SELECT * FROM runs WHERE tag = ?", (tag,)).fetchone()
+        run = run_digest(self._run_dict(run_row), self.class_rows(tag)) if run_row else ""
+        link = link_of(prev, content, run)
+        c.execute("INSERT INTO chain (tag, seq, trial, content, run, link, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                  (tag, seq, trial_id, content, run, link, time.time()))
+        return seq, link
+
+    def chain(self, tag: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM chain WHERE tag = ? ORDER BY seq", (tag,))]
+
+    def chain_head(self, tag: str) -> tuple[int, str]:
+        """(links so far, the last link; "" when there is none)."""
+        row = self.conn.execute("SELECT seq, link FROM chain WHERE tag = ? ORDER BY seq DESC LIMIT 1",
+                                (tag,)).fetchone()
+        return (int(row["seq"]), row["link"]) if row else (0, "")
+
+    def chain_problem(self, tag: str, head: tuple[int, str] | None = None) -> str:
+        """What in *tag*'s rows disagrees with its checksum chain ("" when nothing does).
+
+        Checks that each link follows from the one before; that the chain ends at *head* (the
+        loop's own record of it: a rewritten chain does not); that every decided trial is the
+        row the harness decided; and that the run's judged state is the one the last decision
+        left.  A run recorded before the chain existed (no link at all) has nothing to check.
+        """
+        c = self.conn
+        c.execute("BEGIN")  # a read transaction: one consistent snapshot of every table
+        try:
+            links = [dict(r) for r in c.execute("SELECT * FROM chain WHERE tag = ? ORDER BY seq", (tag,))]
+            trials = [self._trial_dict(r) for r in c.execute("SELECT * FROM trials WHERE tag = ? ORDER BY id",
+                                                               (tag,))]
+            run_row = c.execute("SELECT * FROM runs WHERE tag = ?", (tag,)).fetchone()
+            classes = self.class_rows(tag)
+        finally:
+            c.execute("COMMIT")
+        prev = ""
+        for row in links:
+            if row["link"] != link_of(prev, row["content"], row["run"]):
+                return f"the decision record's link {row['seq']} was altered"
+            prev = row["link"]
+        if head is not None and (len(links), prev) != (head[0], head[1]):
+            return "the decision record was rewritten (its chain no longer ends where the loop left it)"
+        if not links:
+            return ""
+        decided = {row["trial"]: row["content"] for row in links if row["trial"] is not None}
+        present = set()
+        for t in trials:
+            present.add(t["id"])
+            digest = decided.get(t["id"])
+            if t["state"] == "final":
+                if digest is None:
+                    return f"trial {t['id']} is recorded as decided ({t['status']}) but the harness never decided it"
+                if digest != trial_digest(t):
+                    return f"trial {t['id']}'s row differs from the harness's decision"
+            elif digest is not None:
+                return f"trial {t['id']}'s decision was undone"
+        gone = sorted(set(decided) - present)
+        if gone:
+            return f"trial {gone[0]} was removed"
+        if run_row is None:
+            return "the run's row was removed"
+        if links[-1]["run"] != run_digest(self._run_dict(run_row), classes):
+            return "the run's baseline, best or settings changed"
+        return ""
+
     def content_hashes(self, tag: str) -> set[str]:
         rows = self.conn.execute(
             "SELECT content_hash FROM trials WHERE tag = ? AND kind != 'confirm' AND content_hash != ''", (tag,)
@@ -315,30 +521,88 @@ def tsv_row(trial: dict[str, Any]) -> list[str]:
 
 
 class ResultsTsv:
-    """Append-only ``results.tsv`` (one writer: the run's loop)."""
+    """``results.tsv``: a view of the ledger with one writer, the run's loop.
+
+    Rows are appended (and synced) as trials are decided.  The writer remembers what
+    the file holds; when something else changed it (a job appending a fake ``keep``
+    row), :meth:`append` rewrites the whole file from the ledger's rows instead of
+    appending after the foreign ones.
+    """
 
     def __init__(self, path: Path, metric: str):
         self.path = Path(path)
         self.metric = metric
         self._lock = threading.Lock()
+        self._expected: bytes | None = None  # what the file holds after our last write (None: not known)
+        self.rewrites = 0  # times the file was found changed by someone else and rewritten
+
+    def header(self) -> str:
+        return "\t".join(tsv_header(self.metric)) + "\n"
 
     def ensure(self) -> None:
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write("\t".join(tsv_header(self.metric)) + "\n")
+            self._write(self.header())
 
-    def append(self, trial: dict[str, Any]) -> None:
+    def intact(self) -> bool:
+        """True when the file holds what this writer last left in it (or nothing is known yet)."""
+        if self._expected is None:
+            return True
+        try:
+            return self.path.read_bytes() == self._expected
+        except OSError:
+            return False
+
+    def adopt(self) -> None:
+        """Take the file as it is now as this writer's (after checking it against the ledger)."""
+        try:
+            self._expected = self.path.read_bytes()
+        except OSError:
+            self._expected = None
+
+    def append(self, trial: dict[str, Any], ledger_rows: Any = None) -> bool:
+        """Append *trial*'s row.  When the file changed behind this writer's back and
+        *ledger_rows* (a callable returning every recorded trial, *trial* included) is given,
+        the file is rewritten from those instead; True then."""
+        if ledger_rows is not None and not self.intact():
+            self.rewrite(ledger_rows())
+            self.rewrites += 1
+            return True
         self.ensure()
         self._write("\t".join(tsv_row(trial)) + "\n")
+        return False
 
-    def _write(self, text: str) -> None:
+    def rewrite(self, trials: Iterable[dict[str, Any]]) -> None:
+        """Write the whole file from *trials* (in the order given), atomically."""
+        text = self.header() + "".join("\t".join(tsv_row(t)) + "\n" for t in trials)
+        data = text.encode("utf-8")
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                os.write(fd, text.encode("utf-8"))
+                os.write(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            os.replace(tmp, self.path)
+            self._expected = data
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            data = text.encode("utf-8")
+            if self._expected is None and self.path.exists():
+                try:
+                    self._expected = self.path.read_bytes()
+                except OSError:
+                    pass
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._expected = (self._expected or b"") + data
 
     def rows(self) -> list[dict[str, str]]:
         if not self.path.exists():

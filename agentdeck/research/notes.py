@@ -1,8 +1,9 @@
 """Experiment notes in the shared memory, behind two small functions.
 
-Every decided proposal leaves a note (kind ``experiment``, tags ``research``,
-the run's tag and the outcome) so that every proposer and every agent in the
-deck sees what was tried.  The memory store is another part of agentdeck; if
+Every trial that ran or crashed leaves a note (kind ``experiment``, tags
+``research``, the run's tag, the outcome and the trial's kind: baseline,
+proposal, confirm or suspect-re-run) so that every proposer and every agent in
+the deck sees what was tried, crashes included.  The memory store is another part of agentdeck; if
 it cannot be imported or fails, research goes on without notes (the ledger and
 results.tsv stay the record) and says so once in the loop's log.
 """

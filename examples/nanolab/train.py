@@ -2,8 +2,12 @@
 
 Everything here is fair game: the model, the optimizer, the schedule, the
 hyperparameters below.  What is fixed lives in prepare.py (data, evaluation,
-the time budget, the sequence length).  The run ends with a summary whose
-``val_bpb:`` line is the metric (lower is better).
+the time budget, the sequence length).  Training ends by saving the weights
+and ``model_config()`` (``prepare.save_artifacts``); agentdeck's protected
+evaluation (``python prepare.py evaluate``) rebuilds the model with
+``build_model(config)`` from this file, loads the weights and measures
+``val_bpb`` on held-out text (lower is better).  The summary this script
+prints (its own ``val_bpb`` on the public split) is only its claim.
 
 NANOLAB_TINY=1 shrinks the model and batch for a CPU smoke run; everything
 else is unchanged.
@@ -18,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prepare import MAX_SEQ_LEN, TIME_BUDGET, TINY, VOCAB_SIZE, evaluate_bpb, get_batch, load_data
+from prepare import MAX_SEQ_LEN, TIME_BUDGET, TINY, VOCAB_SIZE, evaluate_bpb, get_batch, load_data, save_artifacts
 
 # ---------------------------------------------------------------------------- hyperparameters
 DEPTH = 8  # transformer blocks
@@ -63,17 +67,17 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self):
+    def __init__(self, depth: int, width: int, heads: int, mlp_ratio: int, vocab_size: int, max_seq_len: int):
         super().__init__()
-        self.tok = nn.Embedding(VOCAB_SIZE, WIDTH)
-        self.pos = nn.Embedding(MAX_SEQ_LEN, WIDTH)
-        self.blocks = nn.ModuleList(Block(WIDTH, HEADS, MLP_RATIO) for _ in range(DEPTH))
-        self.ln = nn.LayerNorm(WIDTH)
-        self.head = nn.Linear(WIDTH, VOCAB_SIZE, bias=False)
+        self.tok = nn.Embedding(vocab_size, width)
+        self.pos = nn.Embedding(max_seq_len, width)
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio) for _ in range(depth))
+        self.ln = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab_size, bias=False)
         self.head.weight = self.tok.weight  # tied
         for name, p in self.named_parameters():
             if p.dim() >= 2:
-                std = INIT_STD / math.sqrt(2 * DEPTH) if name.endswith(("proj.weight", "out.weight")) else INIT_STD
+                std = INIT_STD / math.sqrt(2 * depth) if name.endswith(("proj.weight", "out.weight")) else INIT_STD
                 nn.init.normal_(p, mean=0.0, std=std)
 
     def forward(self, idx):
@@ -82,6 +86,17 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln(x))
+
+
+def model_config() -> dict:
+    """What build_model() needs to rebuild this model: saved beside the weights (config.json)."""
+    return {"depth": DEPTH, "width": WIDTH, "heads": HEADS, "mlp_ratio": MLP_RATIO, "vocab_size": VOCAB_SIZE,
+            "max_seq_len": MAX_SEQ_LEN}
+
+
+def build_model(config: dict) -> nn.Module:
+    """The model the evaluation loads the saved weights into (``model(idx)`` -> logits (b, t, 256))."""
+    return GPT(**config)
 
 
 def lr_at(step: int, progress: float) -> float:
@@ -112,7 +127,8 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     train, val = load_data(device)
-    model = GPT().to(device)
+    config = model_config()
+    model = build_model(config).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -157,7 +173,8 @@ def main() -> None:
             if train_time >= TIME_BUDGET:
                 break
 
-    val_bpb = evaluate_bpb(model, val)
+    val_bpb = evaluate_bpb(model, val)  # on the public split: the job's claim, not the metric
+    save_artifacts(model, config)  # what agentdeck's protected evaluation measures
     peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     flops_per_token = 6 * n_params + 12 * DEPTH * WIDTH * MAX_SEQ_LEN
     peak = peak_flops(device)

@@ -2,7 +2,7 @@
 
 The loop owns the trial semantics (time budget, timeout, metric, guards,
 ledger); an executor only runs a shell command in a directory with an
-environment, and answers five questions:
+environment, and answers these questions:
 
 - ``submit(spec) -> JobHandle`` — start the job (returns at once).
 - ``poll(handle) -> JobState`` — ``pending`` (accepted, not yet running: a
@@ -11,6 +11,9 @@ environment, and answers five questions:
   process died while agentdeck was not watching).
 - ``read_log(handle) -> str`` — the job's output so far (stdout and stderr).
 - ``cancel(handle)`` — stop it, everything it started included.
+- ``settle(handle) -> str`` — after a job (and its evaluation) ended, before its
+  slot is leased again: "" when nothing of it still holds the device (the local
+  executor checks ``nvidia-smi``), else what does.
 - ``reattach(data) -> JobHandle | None`` — rebuild a handle from the
   JSON-able ``handle.data`` recorded in the ledger, after agentdeck restarted;
   None when the job is gone (the loop then reads what it left, if anything).
@@ -20,6 +23,11 @@ the local executor, a deterministic submission id for Ray (so a restarted
 agentdeck never submits twice), a job id for Slurm.  The loop enforces
 ``timeout_s`` itself by calling ``cancel`` (Ray has no per-job timeout), and
 starts the clock when a job is first seen ``running``, not when it was queued.
+
+An executor whose jobs run on this machine (``runs_here``: the local one) gets
+the job's whole, allow-listed environment (``spec.clean_env``) and may get a
+sandbox profile (``spec.sandbox``) to run it in; cluster executors get only the
+``AGENTDECK_*`` variables to add to their own.
 
 Slots: ``slots(setting)`` returns the lanes the loop leases one job to at a
 time.  The local executor pins a job to its GPU with ``CUDA_VISIBLE_DEVICES``;
@@ -50,6 +58,12 @@ class JobSpec:
     budget_s: float
     timeout_s: float
     name: str = ""  # a stable, unique job name: "<repo_id>-<tag>-<trial>"
+    #: True: *env* is the job's whole environment (an allow-list built by the loop), not an addition.
+    clean_env: bool = False
+    #: A :class:`agentdeck.sandbox.Profile` to run the job in (executors that run jobs here); None: none.
+    sandbox: Any = None
+    #: The trial's artifact folder (``AGENTDECK_ARTIFACT_DIR``; already in *env*).
+    artifact_dir: Path | None = None
 
 
 @dataclass
@@ -80,6 +94,8 @@ class Executor(ABC):
     name = "base"
     #: True when the executor pins each job to its slot's device itself (CUDA_VISIBLE_DEVICES).
     pins_devices = True
+    #: True when jobs run on this machine: they can be sandboxed, and get an allow-listed environment.
+    runs_here = False
 
     def __init__(self) -> None:
         #: Set when a job may have changed state, so the loop wakes at once instead of at its next tick.
@@ -111,6 +127,11 @@ class Executor(ABC):
 
     def finish(self, handle: JobHandle) -> None:
         """Called once a finished job is recorded: release what the executor still holds."""
+
+    def settle(self, handle: JobHandle) -> str:
+        """Called after a job (and its evaluation) ended, before its slot is leased again: "" when
+        nothing of the job still holds the slot's device, else what does (the loop asks again)."""
+        return ""
 
     def close(self) -> None:
         """Called when the loop exits (jobs still running are left running)."""

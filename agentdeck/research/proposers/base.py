@@ -87,12 +87,22 @@ class Proposer:
     def close(self) -> None:
         """Release what the proposer holds (agent panes, HTTP clients)."""
 
+    def redo(self, request: ProposalRequest, trial: dict[str, Any]) -> Proposal | None:
+        """Make *trial*'s change again in ``request.workdir``, a worktree at a newer best (for a loop that
+        moves a queued or winning proposal onto the new best).  None: cherry-pick its commit instead (the
+        default); ProposalFailed: the change does not apply there."""
+        return None
+
 
 def get_proposer(name: str, ctx: ProposerContext) -> Proposer:
     if name == "mutate":
         from agentdeck.research.proposers.mutate import MutateProposer
 
         return MutateProposer(ctx)
+    if name == "search":
+        from agentdeck.research.proposers.search import SearchProposer
+
+        return SearchProposer(ctx)
     if name == "command":
         from agentdeck.research.proposers.command import CommandProposer
 
@@ -105,7 +115,7 @@ def get_proposer(name: str, ctx: ProposerContext) -> Proposer:
         from agentdeck.research.proposers.agent import AgentProposer
 
         return AgentProposer(ctx)
-    raise UsageError(f"unknown proposer {name!r}; use mutate, llm, agent or command")
+    raise UsageError(f"unknown proposer {name!r}; use mutate, search, llm, agent or command")
 
 
 def history_table(history: list[dict[str, Any]], metric: str, limit: int = 60) -> str:

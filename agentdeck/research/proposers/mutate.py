@@ -22,6 +22,7 @@ import ast
 import math
 import random
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,10 +55,16 @@ def _number(node: ast.AST) -> tuple[float | int, ast.AST] | None:
     return None
 
 
+# CPython 3.11 can fail ``ast.parse`` in two threads at once ("AST constructor recursion depth mismatch");
+# proposal workers are threads.
+_AST_LOCK = threading.Lock()
+
+
 def find_constants(source: str, path: str = "") -> list[Constant]:
     """Top-level ``NAME = <number>`` assignments of *source* (offsets in UTF-8 bytes)."""
     try:
-        tree = ast.parse(source)
+        with _AST_LOCK:
+            tree = ast.parse(source)
     except SyntaxError:
         return []
     data = source.encode("utf-8")

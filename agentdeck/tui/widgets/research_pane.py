@@ -1,8 +1,10 @@
 """The Research tab: the latest auto-research run, live.
 
-- a summary line (tag, state, baseline and noise, best, proposals, message);
+- a summary line (tag, state, baseline and noise, best, proposals, message), and one line per
+  other hardware class (its own baseline, best and branch);
 - a leaderboard of every trial (running first, then best metric first): trial,
-  kind, status, metric, delta vs the baseline, GPU/slot, seconds, description;
+  kind, status (``⚠`` marks a suspect: a gain too large to believe), metric, delta vs the
+  baseline, GPU/slot, seconds, description;
 - a text plot of the metric over trials with the best-so-far line;
 - one lane per GPU/slot: what runs there now and the outcomes of its last trials;
 - the highlighted trial's log tail and diff.
@@ -32,9 +34,9 @@ DIFF_MAX_LINES = 400
 ACTIVE = ("starting", "running", "paused")
 
 STATUS_STYLE = {"keep": "bold green", "discard": "red", "crash": "bold red", "running": "bold yellow",
-                "queued": "dim"}
+                "queued": "dim", "suspect": "bold magenta"}
 LANE_MARK = {"keep": ("█", "green"), "discard": ("▄", "red"), "crash": ("✗", "bold red"),
-             "running": ("▸", "bold yellow")}
+             "running": ("▸", "bold yellow"), "suspect": ("?", "bold magenta")}
 
 
 # ---------------------------------------------------------------------- pure helpers (tested directly)
@@ -68,7 +70,7 @@ def delta_text(metric: Any, baseline: Any, direction: str) -> Text:
 def leaderboard(status: dict[str, Any]) -> list[dict[str, Any]]:
     """Trials in board order: running and queued first, then best metric first, then the rest newest first."""
     direction = status.get("direction", "min")
-    live = [t for t in status["trials"] if t["status"] in ("running", "queued")]
+    live = [t for t in status["trials"] if t["status"] in ("running", "queued", "suspect")]
     scored = [t for t in status["trials"] if t not in live and t["metric"] is not None and t["status"] != "crash"]
     rest = [t for t in status["trials"] if t not in live and t not in scored]
     scored.sort(key=lambda t: (float(t["metric"]) if direction == "min" else -float(t["metric"]), t["id"]))
@@ -147,10 +149,14 @@ def lanes(status: dict[str, Any], width: int = 40) -> Text:
     if not slots:
         out.append("no GPU/slot assigned yet", style="italic dim")
         return out
+    classes = status.get("slot_classes") or {}
+    several = len(set(classes.values())) > 1
     for slot in slots:
         mine = [t for t in trials if str(t["gpu"]) == slot]
         running = [t for t in mine if t["status"] == "running"]
         out.append(f"GPU {slot:<4}", style="bold")
+        if several:
+            out.append(f" {classes.get(slot, '?')[:12]:<12}", style="cyan")
         if running:
             t = running[-1]
             out.append(f" ▶ #{t['id']:<4} ", style="bold yellow")
@@ -169,6 +175,54 @@ def lanes(status: dict[str, Any], width: int = 40) -> Text:
     return out
 
 
+def importance_text(importances: dict[str, Any] | None, top: int = 6) -> Text:
+    """The search proposer's parameter importances (stored in the ledger), most important first."""
+    out = Text()
+    params = (importances or {}).get("params") or {}
+    if not params:
+        return out
+    out.append(f"\nimportance ({importances.get('trials', '?')} trials): ", style="dim")
+    shown = sorted(params.items(), key=lambda kv: -float(kv[1]))[:top]
+    for i, (name, value) in enumerate(shown):
+        out.append(" · " if i else "")
+        out.append(name, style="bold")
+        out.append(f" {float(value):.2f}")
+    return out
+
+
+def class_bests(status: dict[str, Any]) -> Text:
+    """One line per hardware class other than the run's primary one: its baseline, best and branch."""
+    out = Text()
+    others = status.get("bests") or {}
+    if not others:
+        return out
+    for cls, entry in others.items():
+        base, best = entry.get("baseline") or {}, entry.get("best") or {}
+        out.append(f"\n{cls}: ", style="bold cyan")
+        out.append("baseline ")
+        out.append(fmt_metric(base.get("metric")), style="blue")
+        if base.get("runs"):
+            out.append(f" ×{base['runs']} ±{fmt_metric(base.get('noise'))}", style="dim")
+        out.append("  best ")
+        if best:
+            out.append(f"{fmt_metric(best.get('metric'))} (#{best.get('id')})", style="green")
+            if best.get("suspect"):
+                out.append(" ⚠ suspect", style="bold magenta")
+        else:
+            out.append("—", style="dim")
+        out.append(f"  {entry.get('branch', '')}", style="dim")
+    return out
+
+
+def status_cell(trial: dict[str, Any]) -> Text:
+    """A trial's status, ``⚠`` added when it was flagged suspect (its gain was too large to believe)."""
+    status = trial["status"]
+    text = Text(status, style=STATUS_STYLE.get(status, ""))
+    if trial.get("suspect") and status != "suspect":
+        text.append(" ⚠", style="bold magenta")
+    return text
+
+
 def summary(status: dict[str, Any]) -> Text:
     base = status.get("baseline") or {}
     best = status.get("best")
@@ -185,12 +239,18 @@ def summary(status: dict[str, Any]) -> Text:
     out.append("  best ")
     if best:
         out.append(f"{fmt_metric(best.get('metric'))} (#{best.get('id')})", style="green")
+        if best.get("suspect"):
+            out.append(" ⚠ suspect", style="bold magenta")
     else:
         out.append("—", style="dim")
+    if status.get("bests"):  # several hardware classes: the line above is the primary one's
+        out.append(f" on {status.get('hardware', '?')}", style="cyan")
     limit = status.get("trials_limit")
     out.append(f"  proposals {status.get('proposals', 0)}/{limit if limit is not None else '∞'}")
     if status.get("message"):
         out.append(f"  {status['message'][:120]}", style="italic")
+    out.append_text(class_bests(status))
+    out.append_text(importance_text(status.get("importances")))
     hint = {"running": "p pause · S stop · P promote", "paused": "p resume · S stop · P promote"}.get(
         state, "P promote the best trial")
     out.append(f"\n{hint}", style="dim italic")
@@ -445,7 +505,7 @@ class ResearchPane(Vertical):
             best = status.get("best") and status["best"].get("id") == t["id"]
             table.add_row(
                 Text(f"#{t['id']}" + (" ★" if best else ""), style="bold" if best else ""),
-                t["kind"], Text(t["status"], style=STATUS_STYLE.get(t["status"], "")), fmt_metric(t["metric"]),
+                t["kind"], status_cell(t), fmt_metric(t["metric"]),
                 delta_text(t["metric"], baseline, direction) if t["kind"] != "baseline" else Text("—", style="dim"),
                 "" if t["gpu"] is None else str(t["gpu"]),
                 "" if t["seconds"] is None else f"{t['seconds']:.1f}",
@@ -566,11 +626,15 @@ class ResearchPane(Vertical):
                  f"{status.get('metric')}: {fmt_metric(trial['metric'])} (baseline "
                  f"{fmt_metric((status.get('baseline') or {}).get('metric'))})",
                  f"{trial['description']}", f"commit {str(trial['commit'] or '')[:12]}"]
+        suspect = bool(trial.get("suspect"))
+        if suspect:
+            lines += ["", f"⚠ trial #{trial_id} is SUSPECT: its gain was too large to believe ({trial['reason'][:160]}).",
+                      "Check its log and diff; confirming promotes it anyway (research promote --accept-suspect)."]
         if self.diff and self.detail_for == (tag, trial_id):
             lines += ["", *self.diff.splitlines()[:40]]
 
         def promote(d: Any) -> None:
-            result = d.research.promote(trial_id, tag)
+            result = d.research.promote(trial_id, tag, accept_suspect=suspect)
             self.post_message(ActionDone(f"promoted trial #{trial_id} into {result['into']} "
                                          f"({str(result.get('merge_commit') or '')[:10]})"))
 
