@@ -276,11 +276,10 @@ def diff_text(diff: str) -> Text:
 class ResearchStatus(Message):
     """The latest run's status (None: no run yet), or why it could not be read."""
 
-    def __init__(self, status: dict[str, Any] | None, error: str = "", missing: bool = False) -> None:
+    def __init__(self, status: dict[str, Any] | None, error: str = "") -> None:
         super().__init__()
         self.status = status
         self.error = error
-        self.missing = missing  # the research feature is not installed
 
 
 class TrialDetail(Message):
@@ -317,11 +316,7 @@ class ResearchFeed:
         self.wake.set()
 
     def run(self, post: Callable[[Any], Any], stop: threading.Event) -> None:
-        try:
-            research = self.open_research()
-        except ImportError:
-            post(ResearchStatus(None, missing=True))
-            return
+        research = self.open_research()
         try:
             while not stop.is_set():
                 if not self.visible.is_set():
@@ -397,7 +392,6 @@ class ResearchPane(Vertical):
     def __init__(self, interval: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.status: dict[str, Any] | None = None
-        self.available: bool | None = None
         self.order: list[int] = []
         self.detail_for: tuple[str, int] | None = None
         self.log_text = ""
@@ -455,11 +449,6 @@ class ResearchPane(Vertical):
     def on_research_status(self, message: ResearchStatus) -> None:
         message.stop()
         self.updates += 1
-        if message.missing:
-            self.available = False
-            self._message("Research: auto-research runs and trials\n\ncomes with the auto-research feature")
-            return
-        self.available = True
         if message.error:
             self._message(message.error)
             return
