@@ -1,7 +1,11 @@
 """The command line: every engine operation, with ``--json`` where a script reads it.
 
 Kept import-light: ``agentdeck hook`` (called on every agent event) is
-dispatched before argparse or anything else is imported.
+dispatched before argparse or anything else is imported; ``ls``, ``peek``,
+``wait`` and ``events`` - called by scripts and by agents themselves, often -
+first try :mod:`agentdeck.quick` (the state database, no deck), and the other
+core commands build a parser without the extension modules (review, memory,
+research...), which only their own commands and ``--help`` import.
 """
 
 from __future__ import annotations
@@ -29,7 +33,126 @@ def main(argv: list[str] | None = None) -> int:
         code = mcp_main(argv)
         if code is not None:
             return code
+    code = _light(argv)
+    if code is not None:
+        return code
     return _main(argv)
+
+
+# Commands defined in this module: their parser needs no extension module.
+CORE_COMMANDS = frozenset({
+    "new", "broadcast", "fork", "ls", "peek", "send", "approve", "deny", "wait", "events", "attach", "restart",
+    "kill", "recover", "gc", "doctor", "_watch", "hook",
+})
+
+
+def _split_repo(argv: list[str]) -> tuple[str | None, list[str]] | None:
+    """(``--repo`` value, the rest) for argv that starts with at most one ``--repo``; None otherwise."""
+    repo = None
+    rest = list(argv)
+    if rest and rest[0] == "--repo" and len(rest) > 1:
+        repo, rest = rest[1], rest[2:]
+    elif rest and rest[0].startswith("--repo="):
+        repo, rest = rest[0].split("=", 1)[1], rest[1:]
+    if any(a == "--repo" or a.startswith("--repo=") for a in rest):
+        return None
+    return repo, rest
+
+
+def _light(argv: list[str]) -> int | None:
+    """``ls``, ``peek``, ``wait``, ``events`` through :mod:`agentdeck.quick`; None when the
+    arguments are anything but the plain forms, or the light path cannot answer (the full path
+    then runs, with argparse's own errors and help)."""
+    split = _split_repo(argv)
+    if split is None or not split[1] or split[1][0] not in ("ls", "peek", "wait", "events"):
+        return None
+    repo, (command, *opts) = split[0], split[1]
+    flags = {o for o in opts if o.startswith("-")}
+    as_json = "--json" in flags
+    from agentdeck.errors import AgentdeckError
+
+    try:
+        if command == "ls":
+            if flags - {"--json"} or len(opts) != len(flags):
+                return None
+            from agentdeck import quick
+
+            rows = quick.ls(repo)
+            if rows is None or not (rows or as_json):
+                return None
+            return _print_ls(rows, as_json, lambda: True)
+        if command in ("peek", "events"):
+            allowed = {"--json"} if command == "events" else set()
+            names = [o for o in opts if not o.startswith("-")]
+            if flags - allowed or len(names) != 1:
+                return None
+            from agentdeck import quick
+
+            if command == "peek":
+                text = quick.peek(repo, names[0])
+                if text is None:
+                    return None
+                sys.stdout.write(text.rstrip("\n") + "\n")
+                return 0
+            events = quick.events(repo, names[0])
+            return None if events is None else _print_events(events, as_json)
+        return _light_wait(repo, opts)
+    except BrokenPipeError:
+        return _closed_stdout()
+    except KeyboardInterrupt:
+        return 130
+    except AgentdeckError as err:
+        print(f"agentdeck: error: {err}", file=sys.stderr)
+        if as_json:
+            _json({"error": str(err)})
+        return err.exit_code
+
+
+def _light_wait(repo: str | None, opts: list[str]) -> int | None:
+    import time
+
+    from agentdeck import quick
+
+    name = until = timeout = None
+    as_json = False
+    i = 0
+    while i < len(opts):
+        opt = opts[i]
+        if opt in ("--until", "--timeout") and i + 1 < len(opts):
+            value, i = opts[i + 1], i + 2
+        elif opt.startswith(("--until=", "--timeout=")):
+            opt, value = opt.split("=", 1)
+            i += 1
+        elif opt == "--json":
+            as_json, i = True, i + 1
+            continue
+        elif not opt.startswith("-") and name is None:
+            name, i = opt, i + 1
+            continue
+        else:
+            return None
+        if opt == "--until":
+            until = value
+        else:
+            try:
+                timeout = float(value)
+            except ValueError:
+                return None
+    if name is None or until is None:
+        return None
+    wanted = {s.strip() for s in until.split(",") if s.strip()}
+    started = time.monotonic()
+    status = quick.wait(repo, name, wanted, timeout)
+    if status is None:  # the deck's path, for what is left of the timeout
+        from agentdeck.cli_util import open_deck
+
+        deck = open_deck(type("Args", (), {"repo": repo})())
+        status = deck.wait(name, wanted, quick.remaining(timeout, started))
+    if as_json:
+        _json({"name": name, "status": status})
+    else:
+        print(status)
+    return 0
 
 
 def _main(argv: list[str]) -> int:
@@ -37,7 +160,9 @@ def _main(argv: list[str]) -> int:
 
     if not argv or _only_repo_options(argv):
         return _open_deck_or_help(argv)
-    parser = build_parser()
+    split = _split_repo(argv)
+    core = split is not None and bool(split[1]) and split[1][0] in CORE_COMMANDS
+    parser = build_parser(extensions=not core)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
@@ -124,7 +249,9 @@ def _open_deck_or_help(argv: list[str]) -> int:
 # ---------------------------------------------------------------------- parser
 
 
-def build_parser():
+def build_parser(extensions: bool = True):
+    """The whole parser; with *extensions* False only this module's commands (a core command
+    then never imports the review, memory, research... modules)."""
     import argparse
     import importlib
 
@@ -229,7 +356,7 @@ def build_parser():
     p = sub.add_parser("hook", help="internal: called by agent hooks")
     p.set_defaults(func=lambda a: 0)
 
-    for module_name in EXTENSIONS:
+    for module_name in EXTENSIONS if extensions else ():
         importlib.import_module(module_name).register(sub)
     return parser
 
@@ -364,11 +491,15 @@ def cmd_ls(args) -> int:
             if args.all:
                 data["repo"] = str(deck.repo.root)
             rows.append(data)
-    if args.json:
+    return _print_ls(rows, args.json, decks[0].tmux.is_alive)
+
+
+def _print_ls(rows: list[dict], as_json: bool, server_alive) -> int:
+    if as_json:
         _json(rows)
         return 0
     if not rows:
-        live = decks[0].tmux.is_alive()
+        live = server_alive()
         print("no agents" + ("" if live else " (agentdeck's tmux server is not running)")
               + "; create one with `agentdeck new NAME --prompt ...`")
         return 0
@@ -423,13 +554,15 @@ def cmd_wait(args) -> int:
 
 
 def cmd_events(args) -> int:
+    return _print_events(_deck(args).events(args.name), args.json)
+
+
+def _print_events(events: list[dict], as_json: bool) -> int:
     from agentdeck.store import utc_iso
 
-    deck = _deck(args)
-    events = deck.events(args.name)
     for e in events:
         e["time"] = utc_iso(e["ts"])
-    if args.json:
+    if as_json:
         _json(events)
         return 0
     for e in events:

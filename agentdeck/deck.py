@@ -29,7 +29,6 @@ import subprocess
 import sys
 import time
 import unicodedata
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -41,6 +40,7 @@ from agentdeck.faults import fault_point
 from agentdeck.mcp import service as mcp_service
 from agentdeck.store import STATUSES, AgentRecord, Store, transaction, utc_iso
 from agentdeck.tmux import Tmux, default_socket
+from agentdeck.views import AgentView  # noqa: F401  (re-exported: agentdeck.deck.AgentView)
 
 MAX_NAME = 64
 
@@ -83,36 +83,6 @@ try:os.execvpe(a[0],a,e)
 except OSError as x:
  sys.stderr.write("agentdeck: cannot start %s: %s\\n"%(a[0],x));sys.exit(127)
 """
-
-
-@dataclass
-class AgentView:
-    """An agent as listed: the record plus what is derived at read time."""
-
-    rec: AgentRecord
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self.rec, item)
-
-    def to_json(self) -> dict[str, Any]:
-        r = self.rec
-        return {
-            "name": r.name,
-            "agent": r.definition,
-            "kind": r.kind,
-            "status": r.status,
-            "status_source": r.status_source,
-            "status_since": utc_iso(r.status_at) if r.status_at else None,
-            "branch": r.branch,
-            "base": r.base_branch,
-            "base_commit": r.base_commit,
-            "worktree": r.worktree,
-            "cwd": r.start_dir,
-            "created_at": r.created_at,
-            "kept": r.kept,
-            "session_id": r.session_id or None,
-            "tmux_session": r.session,
-        }
 
 
 # Control (Cc: \r, \x0c, \x1c-\x1f, \x85 ...), format (Cf: zero-width, bidi), line and paragraph
@@ -252,8 +222,9 @@ class Deck:
             if any(r.status != "exited" for r in self.store.list_agents()):
                 status.ensure_watcher(self)
         else:
-            # The watcher keeps screens current; liveness is checked at every read (one tmux call).
-            status.Sampler(self).liveness()
+            # The watcher keeps screens and liveness current (tmux tells it); a read checks only what
+            # it cannot see: abandoned launches, a server gone (no tmux call).
+            status.Sampler(self).liveness(watched=True)
 
     def agents(self, refresh: bool = True) -> list[AgentView]:
         if refresh:
@@ -613,9 +584,10 @@ class Deck:
         mcp_service.wire_launch(self, rec, adapter, ctx)  # the repository's MCP server: URL, a fresh token
         adapter.prepare(ctx)
         argv = adapter.launch_argv(ctx)
-        mcp_service.hold_first_prompt(self, rec, adapter, ctx)  # typed once its MCP client lists the tools
+        # The first prompt held until its MCP client lists the tools; the pane waits for a cold server.
+        pane_cmd = mcp_service.pane_command(self, rec, adapter, ctx, argv)
         env_file = self._write_env_file(self.launch_environment(rec, adapter.launch_env(ctx)))
-        pane_argv = [sys.executable, "-S", "-c", LAUNCHER, str(env_file), *argv]
+        pane_argv = [sys.executable, "-S", "-c", LAUNCHER, str(env_file), *pane_cmd]
         try:
             if self.tmux.has_session(rec.session):
                 pane = self.tmux.respawn(rec.session, Path(rec.start_dir), pane_argv)
@@ -681,6 +653,7 @@ class Deck:
                 f"use `agentdeck approve/deny {name}`, or `send --force`"
             )
         pane = self._live_pane(rec, "send to")
+        mcp_service.settle_before_typing(self, rec)  # a CLI connecting its MCP server drops typed Enters
         get_adapter(rec.definition, self.config).submit(self.tmux.pane_io(pane), text)
         self.store.add_event(name, "send", "user", detail={"chars": len(text)})
 

@@ -1,11 +1,24 @@
-"""tmux: the one module that talks to tmux (libtmux underneath).
+"""tmux: the one module that talks to tmux (the ``tmux`` command, no library).
 
 agentdeck runs its own tmux server (``tmux -L <socket>``, default ``agentdeck``)
 and never touches the user's.  One session per agent, one window, one pane; the
 session name carries a per-repository prefix so one server can serve several
 repositories.  The server is started with agentdeck's own config file, so that
 ``remain-on-exit`` holds from the first instant: an agent that exits at once
-still leaves its last screen behind.
+still leaves its last screen behind, and so that a pane that dies signals the
+``wait-for`` channel :data:`PANE_DIED` (the watcher waits on it instead of
+polling for dead panes).
+
+Two ways in:
+
+* :class:`Tmux` runs one ``tmux`` command per call (a subprocess; what the CLI
+  and the deck use).  Whether the server runs at all is answered without any
+  subprocess: a connection to its socket.
+* :class:`ControlClient` is one long-lived control-mode client (``tmux -C
+  attach``) on one session: tmux pushes ``%output`` for that session's panes the
+  moment they draw, ``%exit`` when the session goes, and runs commands sent on
+  its input (captures without a subprocess each).  The status watcher keeps one
+  per agent session; the deck one for the agent it previews.
 """
 
 from __future__ import annotations
@@ -13,13 +26,17 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from agentdeck.errors import MissingTool, Refused
 
 MIN_TMUX = (3, 2)
+
+#: The ``wait-for`` channel agentdeck's server signals whenever a pane dies (the ``pane-died`` hook).
+PANE_DIED = "agentdeck-pane-died"
+PANE_DIED_HOOK = f"wait-for -S {PANE_DIED}"
 
 SERVER_CONF = """\
 # agentdeck's own tmux server (tmux -L {socket}); the user's tmux is never touched.
@@ -31,28 +48,49 @@ set -g status-right "agentdeck · detach: C-b d"
 set -g status-right-length 60
 set -g escape-time 10
 set -g focus-events on
+set-hook -g pane-died "{hook}"
 """
 
 # One tmux call lists every pane with what the watcher needs.
 PANE_FORMAT = "\t".join(
     [
         "#{session_name}", "#{pane_id}", "#{pane_dead}", "#{pane_dead_status}", "#{pane_pid}",
-        "#{window_activity}", "#{history_size}", "#{cursor_x}", "#{cursor_y}", "#{pane_current_command}",
+        "#{window_activity}", "#{history_size}", "#{cursor_x}", "#{cursor_y}", "#{pane_dead_time}",
+        "#{pane_current_command}",
     ]
 )
 
 
-@dataclass(frozen=True)
 class PaneInfo:
-    session: str
-    pane_id: str
-    dead: bool
-    dead_status: int | None
-    pid: int
-    activity: int
-    history: int
-    cursor: tuple[int, int]
-    command: str
+    """One pane as ``list-panes`` describes it (a plain class: light commands import this module)."""
+
+    __slots__ = ("session", "pane_id", "dead", "dead_status", "pid", "activity", "history", "cursor", "command",
+                 "dead_time")
+
+    def __init__(self, session: str, pane_id: str, dead: bool, dead_status: int | None, pid: int, activity: int,
+                 history: int, cursor: tuple[int, int], command: str, dead_time: int = 0):
+        self.session = session
+        self.pane_id = pane_id
+        self.dead = dead
+        self.dead_status = dead_status
+        self.pid = pid
+        self.activity = activity
+        self.history = history
+        self.cursor = cursor
+        self.command = command
+        self.dead_time = dead_time  # when a dead pane died (whole seconds), 0 when alive or unknown
+
+    def _key(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PaneInfo) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "PaneInfo(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
     @property
     def fingerprint(self) -> str:
@@ -60,12 +98,74 @@ class PaneInfo:
         return f"{int(self.dead)}:{self.activity}:{self.history}:{self.cursor[0]},{self.cursor[1]}"
 
 
+def parse_panes(lines: list[str]) -> dict[str, PaneInfo]:
+    """``list-panes -a -F PANE_FORMAT`` output -> the first pane of each session, by session name."""
+    panes: dict[str, PaneInfo] = {}
+    for line in lines:
+        parts = line.split("\t", 10)
+        if len(parts) != 11:
+            continue
+        session, pane_id, dead, dead_status, pid, activity, history, cx, cy, dead_time, command = parts
+        if session in panes:
+            continue  # first pane of each session is the agent's
+        panes[session] = PaneInfo(
+            session=session, pane_id=pane_id, dead=dead == "1",
+            dead_status=int(dead_status) if dead_status.lstrip("-").isdigit() else None,
+            pid=int(pid) if pid.isdigit() else 0, activity=int(activity) if activity.isdigit() else 0,
+            history=int(history) if history.isdigit() else 0,
+            cursor=(int(cx) if cx.isdigit() else 0, int(cy) if cy.isdigit() else 0), command=command,
+            dead_time=int(dead_time) if dead_time.isdigit() else 0,
+        )
+    return panes
+
+
 class TmuxGone(Refused):
     """The agentdeck tmux server is not running."""
 
 
+class Result:
+    """One tmux command's outcome: stdout lines (trailing empty lines dropped), stderr lines."""
+
+    __slots__ = ("returncode", "stdout", "stderr")
+
+    def __init__(self, returncode: int, stdout: list[str], stderr: list[str]):
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __repr__(self) -> str:
+        return f"Result(returncode={self.returncode!r}, stdout={self.stdout!r}, stderr={self.stderr!r})"
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    while lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def default_socket(configured: str) -> str:
     return os.environ.get("AGENTDECK_TMUX_SOCKET") or configured or "agentdeck"
+
+
+def socket_path(socket: str) -> str:
+    """Where tmux puts the server socket of ``tmux -L SOCKET`` (``$TMUX_TMPDIR`` or /tmp)."""
+    base = os.environ.get("TMUX_TMPDIR") or "/tmp"
+    return os.path.join(base, f"tmux-{os.getuid()}", socket)
+
+
+def server_running(socket: str) -> bool:
+    """True when a tmux server accepts connections on *socket* (no subprocess: one ``connect``)."""
+    import socket as sockets
+
+    s = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    try:
+        s.connect(socket_path(socket))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def check_installed() -> None:
@@ -74,8 +174,6 @@ def check_installed() -> None:
 
 
 def version() -> tuple[int, int]:
-    import subprocess
-
     out = subprocess.run(["tmux", "-V"], capture_output=True, text=True).stdout.strip()  # "tmux 3.3a"
     digits = out.split()[-1] if out else "0.0"
     major, _, rest = digits.partition(".")
@@ -86,28 +184,50 @@ def version() -> tuple[int, int]:
         return (0, 0)
 
 
+class _Server:
+    """``tmux.server.cmd(...)``: a raw command on agentdeck's server (its Result, never raising)."""
+
+    def __init__(self, tmux: "Tmux"):
+        self._tmux = tmux
+
+    def cmd(self, *args: str) -> Result:
+        return self._tmux.run(*args)
+
+    def is_alive(self) -> bool:
+        return self._tmux.is_alive()
+
+
 class Tmux:
     """agentdeck's tmux server."""
 
     def __init__(self, socket: str, conf_dir: Path):
-        import libtmux
-
         check_installed()
         self.socket = socket
         self.conf_path = conf_dir / "tmux.conf"
-        self.server = libtmux.Server(socket_name=socket, config_file=str(self.conf_path))
+        self.server = _Server(self)
 
     # ------------------------------------------------------------------ plumbing
     def _ensure_conf(self) -> None:
-        text = SERVER_CONF.format(socket=self.socket)
+        text = SERVER_CONF.format(socket=self.socket, hook=PANE_DIED_HOOK)
         if not self.conf_path.is_file() or self.conf_path.read_text() != text:
             self.conf_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.conf_path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(text)
             os.replace(tmp, self.conf_path)
 
+    def run(self, *args: str) -> Result:
+        """``tmux -L SOCKET ARGS`` (the config file applies only when this starts the server)."""
+        try:
+            proc = subprocess.run(
+                ["tmux", "-L", self.socket, "-f", str(self.conf_path), *args],
+                capture_output=True, text=True, encoding="utf-8", errors="backslashreplace",
+            )
+        except FileNotFoundError as exc:
+            raise MissingTool("tmux is not installed; install tmux >= 3.2 and try again") from exc
+        return Result(proc.returncode, _lines(proc.stdout), [x for x in proc.stderr.split("\n") if x])
+
     def cmd(self, *args: str, check: bool = True) -> list[str]:
-        result = self.server.cmd(*args)
+        result = self.run(*args)
         if check and result.returncode != 0:
             message = " ".join(result.stderr) or f"exit {result.returncode}"
             if "no server running" in message or "error connecting" in message:
@@ -116,7 +236,7 @@ class Tmux:
         return result.stdout
 
     def is_alive(self) -> bool:
-        return self.server.is_alive()
+        return server_running(self.socket)
 
     # ------------------------------------------------------------------ sessions
     def new_session(self, name: str, start_dir: Path, argv: list[str], width: int = 200, height: int = 50) -> str:
@@ -129,11 +249,10 @@ class Tmux:
         args = ["new-session", "-d", "-s", name, "-c", str(start_dir), "-x", str(width), "-y", str(height),
                 "-P", "-F", "#{pane_id}"]
         args.append(shlex.join(argv))
+        # In the same tmux call: a server started before agentdeck wrote its conf keeps the pane too.
+        args += [";", "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on"]
         out = self.cmd(*args)
-        pane = out[0].strip() if out else ""
-        # A server started before agentdeck wrote its conf: make sure the option holds.
-        self.cmd("set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on", check=False)
-        return pane
+        return out[0].strip() if out else ""
 
     def respawn(self, name: str, start_dir: Path, argv: list[str]) -> str:
         """Run *argv* again in the session's pane (see :meth:`new_session` for the environment)."""
@@ -145,20 +264,22 @@ class Tmux:
     def has_session(self, name: str) -> bool:
         if not self.is_alive():
             return False
-        return self.server.cmd("has-session", "-t", f"={name}").returncode == 0
+        return self.run("has-session", "-t", f"={name}").returncode == 0
 
     def kill_session(self, name: str) -> None:
         if self.is_alive():
-            self.server.cmd("kill-session", "-t", f"={name}")
+            self.run("kill-session", "-t", f"={name}")
 
     def session_names(self) -> list[str]:
         if not self.is_alive():
             return []
-        result = self.server.cmd("list-sessions", "-F", "#{session_name}")
+        result = self.run("list-sessions", "-F", "#{session_name}")
         return [line for line in result.stdout if line] if result.returncode == 0 else []
 
     def pane_id(self, name: str) -> str | None:
-        result = self.server.cmd("list-panes", "-t", f"={name}:", "-F", "#{pane_id}")
+        if not self.is_alive():
+            return None
+        result = self.run("list-panes", "-t", f"={name}:", "-F", "#{pane_id}")
         return result.stdout[0] if result.returncode == 0 and result.stdout else None
 
     def panes(self) -> dict[str, PaneInfo]:
@@ -166,35 +287,21 @@ class Tmux:
         return self.list_panes() or {}
 
     def list_panes(self) -> dict[str, PaneInfo] | None:
-        """Like :meth:`panes`, but None when the server is not running (still one tmux call)."""
-        result = self.server.cmd("list-panes", "-a", "-F", PANE_FORMAT)
+        """Like :meth:`panes`, but None when the server is not running (at most one tmux call)."""
+        if not self.is_alive():
+            return None
+        result = self.run("list-panes", "-a", "-F", PANE_FORMAT)
         if result.returncode != 0:
             return None
-        panes: dict[str, PaneInfo] = {}
-        for line in result.stdout:
-            parts = line.split("\t")
-            if len(parts) != 10:
-                continue
-            session, pane_id, dead, dead_status, pid, activity, history, cx, cy, command = parts
-            if session in panes:
-                continue  # first pane of each session is the agent's
-            panes[session] = PaneInfo(
-                session=session, pane_id=pane_id, dead=dead == "1",
-                dead_status=int(dead_status) if dead_status.lstrip("-").isdigit() else None,
-                pid=int(pid) if pid.isdigit() else 0, activity=int(activity) if activity.isdigit() else 0,
-                history=int(history) if history.isdigit() else 0,
-                cursor=(int(cx) if cx.isdigit() else 0, int(cy) if cy.isdigit() else 0), command=command,
-            )
-        return panes
+        return parse_panes(result.stdout)
+
+    def ensure_hooks(self) -> None:
+        """The ``pane-died`` signal on a server started before agentdeck's conf had it."""
+        self.run("set-hook", "-g", "pane-died", PANE_DIED_HOOK)
 
     # ------------------------------------------------------------------ pane I/O
     def capture(self, target: str, colors: bool = False, history: int = 0) -> str:
-        args = ["capture-pane", "-p", "-J", "-t", target]
-        if colors:
-            args.insert(2, "-e")
-        if history:
-            args += ["-S", str(-history)]
-        return "\n".join(self.cmd(*args))
+        return "\n".join(self.cmd(*capture_args(target, colors, history)))
 
     def send_keys(self, target: str, *keys: str) -> None:
         if keys:
@@ -223,11 +330,30 @@ class Tmux:
 
     def kill_server(self) -> None:
         if self.is_alive():
-            self.server.cmd("kill-server")
+            self.run("kill-server")
 
     def set_status_right(self, text: str) -> None:
         if self.is_alive():
-            self.server.cmd("set-option", "-g", "status-right", text)
+            self.run("set-option", "-g", "status-right", text)
+
+    # ------------------------------------------------------------------ push
+    def control(self, session: str) -> "ControlClient":
+        return ControlClient(self.socket, session)
+
+    def died_waiter(self) -> subprocess.Popen:
+        """A ``tmux wait-for`` on :data:`PANE_DIED`: its stdout reaches EOF when a pane died (or the
+        server went).  A signal sent while nobody waits is kept by tmux for the next waiter."""
+        return subprocess.Popen(["tmux", "-L", self.socket, "wait-for", PANE_DIED], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+
+
+def capture_args(target: str, colors: bool = False, history: int = 0) -> list[str]:
+    args = ["capture-pane", "-p", "-J", "-t", target]
+    if colors:
+        args.insert(2, "-e")
+    if history:
+        args += ["-S", str(-history)]
+    return args
 
 
 class PaneHandle:
@@ -245,3 +371,180 @@ class PaneHandle:
 
     def capture(self) -> str:
         return self.tmux.capture(self.target)
+
+
+# ---------------------------------------------------------------------- control mode
+
+
+def quote(arg: str) -> str:
+    """One argument for a command line sent to a control client (tmux's own parser)."""
+    if "\n" in arg or "\r" in arg:
+        raise ValueError("a tmux control command cannot hold a line break")
+    if "'" not in arg:
+        return f"'{arg}'"
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+class ControlClient:
+    """One ``tmux -C attach-session -t =SESSION`` client.
+
+    :meth:`read` takes what tmux sent (call it when :meth:`fileno` is readable) and
+    :meth:`events` hands out the notifications, reduced to what agentdeck uses:
+
+    * ``("output", PANE_ID)`` — the pane drew something (``%output``; bytes are not kept);
+    * ``("structure", "")`` — sessions or windows came or went (``%sessions-changed``...);
+    * ``("session", NAME)`` — this client is now on session NAME;
+    * ``("exit", REASON)`` / ``("eof", "")`` — the client is gone (session killed, server gone).
+
+    :meth:`command` sends one command and returns its :class:`Result` (read synchronously;
+    notifications met meanwhile are kept for :meth:`events`: check :attr:`pending` before
+    sleeping on the descriptor again).  Output of a pane is not sent
+    before the client attached: take a first look with a capture.
+    """
+
+    def __init__(self, socket: str, session: str):
+        self.socket = socket
+        self.session = session
+        self.proc = subprocess.Popen(
+            ["tmux", "-L", socket, "-C", "attach-session", "-t", f"={session}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0, close_fds=True,
+        )
+        self.fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        self.closed = False
+        self._buf = b""
+        self._block: tuple[bytes, list[bytes], bool] | None = None  # (end guard, lines, ours)
+        self._pending: list[bool] = []  # per command sent, in order: is its answer awaited?
+        self._replies: list[Result] = []
+        self._events: list[tuple[str, str]] = []
+
+    def fileno(self) -> int:
+        return self.fd
+
+    # ------------------------------------------------------------------ reading
+    def read(self) -> bool:
+        """Consume what is available (one ``read``); False once the client is gone."""
+        if self.closed:
+            return False
+        try:
+            data = os.read(self.fd, 1 << 18)
+        except OSError:
+            data = b""
+        if not data:
+            self._gone("eof")
+            return False
+        self._feed(data)
+        return True
+
+    def _gone(self, kind: str, reason: str = "") -> None:
+        if not self.closed:
+            self.closed = True
+            self._events.append((kind, reason))
+
+    def _feed(self, data: bytes) -> None:
+        buf = self._buf + data
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()
+        events = self._events
+        for line in lines:
+            block = self._block
+            if block is not None:
+                if line == block[0] or (line.startswith(b"%error ") and line[7:] == block[0][5:]):
+                    self._block = None
+                    if block[2] and (self._pending.pop(0) if self._pending else False):
+                        ok = line == block[0]
+                        text = [x.decode("utf-8", "backslashreplace") for x in block[1]]
+                        self._replies.append(Result(0 if ok else 1, _trim(text), [] if ok else text))
+                else:
+                    block[1].append(line)
+                continue
+            if line.startswith(b"%output ") or line.startswith(b"%extended-output "):
+                start = line.index(b" ") + 1
+                end = line.find(b" ", start)
+                events.append(("output", line[start:end if end > 0 else None].decode("ascii", "replace")))
+            elif line.startswith(b"%begin "):
+                parts = line.split(b" ")
+                ours = len(parts) > 3 and parts[3].strip() == b"1"
+                self._block = (b"%end " + line[7:], [], ours)
+            elif line.startswith(b"%pause "):
+                events.append(("output", line.split(b" ")[1].decode("ascii", "replace")))
+                events.append(("pause", line.split(b" ")[1].decode("ascii", "replace")))
+            elif line.startswith((b"%sessions-changed", b"%window-close", b"%unlinked-window-close",
+                                  b"%window-add", b"%unlinked-window-add")):
+                events.append(("structure", ""))
+            elif line.startswith(b"%session-changed "):
+                parts = line.split(b" ", 2)
+                if len(parts) == 3:
+                    self.session = parts[2].decode("utf-8", "replace")
+                    events.append(("session", self.session))
+            elif line.startswith(b"%exit"):
+                self._gone("exit", line[6:].decode("utf-8", "replace"))
+
+    def events(self) -> list[tuple[str, str]]:
+        """The notifications read so far (and forgets them)."""
+        out, self._events = self._events, []
+        return out
+
+    @property
+    def pending(self) -> bool:
+        """Notifications already read and not handed out: :meth:`command` reads them while it
+        waits for its answer, so the descriptor will not turn readable for them again."""
+        return bool(self._events)
+
+    # ------------------------------------------------------------------ commands
+    def send(self, *args: str) -> None:
+        """Send one command without waiting for its answer (it is read and dropped later)."""
+        self._write(args, track=False)
+
+    def _write(self, args: tuple[str, ...], track: bool) -> None:
+        if self.closed:
+            raise TmuxGone(f"the control client of {self.session} is gone")
+        line = " ".join(quote(a) for a in args) + "\n"
+        try:
+            self.proc.stdin.write(line.encode("utf-8"))  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError, ValueError) as exc:
+            self._gone("eof")
+            raise TmuxGone(f"the control client of {self.session} is gone") from exc
+        self._pending.append(track)
+
+    def command(self, *args: str, timeout: float = 5.0) -> Result:
+        """Run one tmux command through this client and wait for its answer."""
+        import select
+
+        self._write(args, track=True)
+        deadline = time.monotonic() + timeout
+        while not self._replies:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TmuxGone(f"tmux did not answer {args[0]} within {timeout:g}s")
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready and not self.read():
+                raise TmuxGone(f"the control client of {self.session} is gone")
+        return self._replies.pop(0)
+
+    def capture(self, target: str, colors: bool = False) -> str:
+        result = self.command(*capture_args(target, colors))
+        if result.returncode != 0:
+            raise Refused(f"tmux capture-pane failed: {' '.join(result.stderr)}")
+        return "\n".join(result.stdout)
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]  # a control client detaches at EOF
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            self.proc.stdout.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+
+
+def _trim(lines: list[str]) -> list[str]:
+    while lines and lines[-1] == "":
+        lines.pop()
+    return lines

@@ -1,7 +1,7 @@
 """Watching cost: CPU seconds per minute to watch 30 idle agents.
 
-agentdeck's watcher (one `tmux list-panes -a` per tick, captures only for panes whose output moved)
-beside the naive way (capture and hash every pane every 500 ms), measured in the same run. CPU time
+agentdeck's watcher (told of output by tmux control-mode clients, of dead panes by pidfds and a
+tmux hook: nothing to do while nothing moves) beside the naive way (capture and hash every pane every 500 ms), measured in the same run. CPU time
 counts the watching process, its children (tmux clients) and agentdeck's tmux server.
 """
 
@@ -77,7 +77,7 @@ def main() -> None:
         cleanup()
     scale = 60.0 / SECONDS
     print(f"{AGENTS} idle agents, {SECONDS:.0f} s each way")
-    print(f"agentdeck watcher (0.25 s ticks): {ours * scale:.2f} CPU s/min")
+    print(f"agentdeck watcher (told by tmux, no ticks): {ours * scale:.2f} CPU s/min")
     print(f"naive capture+hash every 500 ms: {naive * scale:.2f} CPU s/min")
     print(f"ratio: {ours / naive:.2f} (goal <= 0.33)")
 

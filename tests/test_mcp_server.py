@@ -124,7 +124,7 @@ def test_tool_groups_are_registered_in_one_place(git_repo, monkeypatch):
     """Later issues add research and deck tools by appending a register(server, context) function."""
     from mcp.client import Client
 
-    from agentdeck import mcp_server
+    from agentdeck.mcp import server as mcp_server
 
     seen = {}
 
@@ -161,7 +161,7 @@ def test_tool_groups_are_registered_in_one_place(git_repo, monkeypatch):
 def test_search_limit_is_honoured_in_process(git_repo, limit):
     from mcp.client import Client
 
-    from agentdeck import mcp_server
+    from agentdeck.mcp import server as mcp_server
 
     context = mcp_server.ServerContext(cwd=git_repo, agent="a")
     for i in range(4):

@@ -281,3 +281,83 @@ def test_real_aider_sends_the_brief_to_its_model(git_repo, isolated_home, tmp_pa
                     timeout=90, what="aider's answer")
         sent = json.dumps(stub.main_requests()[-1].body.get("messages"))
     assert "You are agent `delta`" in sent and "memory_search(query)" in sent
+
+
+# ---------------------------------------------------------------------- wired to the repository's HTTP server
+
+URL = "http://127.0.0.1:45678/mcp"
+TOKEN = "tok-" + "x" * 40
+
+
+def http_context(repo: Path, **kw) -> LaunchContext:
+    return context(repo, mcp_url=URL, mcp_token=TOKEN, **kw)
+
+
+def test_claude_over_http_names_the_token_variable_never_the_token_and_waits_to_type(git_repo):
+    a = adapter("claude")
+    ctx = http_context(git_repo)
+    a.prepare(ctx)
+    argv = a.launch_argv(ctx)
+    assert "fix the bug" not in argv and "--" not in argv  # typed once the tools are listed
+    assert a.prompt_waits_for_tools(ctx) and not a.prompt_typed_after_start(ctx)
+    config_file = Path(argv[argv.index("--mcp-config") + 1])
+    server = json.loads(config_file.read_text())["mcpServers"]["agentdeck"]
+    assert server == {"type": "http", "url": URL, "headers": {"Authorization": "Bearer ${AGENTDECK_MCP_TOKEN}"},
+                      "alwaysLoad": True}
+    assert TOKEN not in config_file.read_text() and not any(TOKEN in arg for arg in argv)
+    env = a.launch_env(ctx)
+    assert env["AGENTDECK_MCP_TOKEN"] == TOKEN
+    # Without a URL (no repository server, or AGENTDECK_MCP_HTTP=0): stdio and the prompt as an argument.
+    ctx = context(git_repo)
+    a.prepare(ctx)
+    assert a.launch_argv(ctx)[-2:] == ["--", "fix the bug"] and not a.prompt_waits_for_tools(ctx)
+    assert "AGENTDECK_MCP_TOKEN" not in a.launch_env(ctx)
+
+
+def test_claude_resume_over_http_has_nothing_to_type(git_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    a = adapter("claude")
+    ctx = http_context(git_repo, session_id="0b5e2c1e-1111-4222-8333-944455556666", resume=True)
+    transcript = tmp_path / "home" / ".claude" / "projects" / "-x" / f"{ctx.session_id}.jsonl"
+    transcript.parent.mkdir(parents=True)
+    transcript.write_text("{}\n")
+    a.prepare(ctx)
+    assert a.launch_argv(ctx)[-2:] == ["--resume", ctx.session_id] and not a.prompt_waits_for_tools(ctx)
+
+
+def test_codex_over_http_reads_the_token_from_its_environment(git_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex"))
+    a = adapter("codex")
+    ctx = http_context(git_repo)
+    a.prepare(ctx)
+    argv = a.launch_argv(ctx)
+    assert "fix the bug" not in argv and a.prompt_waits_for_tools(ctx)
+    server = parse_overrides(argv[2:])["mcp_servers"]["agentdeck"]
+    assert server == {"url": URL, "bearer_token_env_var": "AGENTDECK_MCP_TOKEN",
+                      "default_tools_approval_mode": "approve"}
+    assert not any(TOKEN in arg for arg in argv)
+    assert a.launch_env(ctx)["AGENTDECK_MCP_TOKEN"] == TOKEN
+
+
+def test_gemini_over_http_uses_http_url_and_a_header_variable(git_repo, monkeypatch):
+    monkeypatch.delenv("GEMINI_CLI_SYSTEM_SETTINGS_PATH", raising=False)
+    a = adapter("gemini")
+    monkeypatch.setattr(a, "can_install_hooks", lambda path: True)
+    ctx = http_context(git_repo)
+    a.prepare(ctx)
+    env = a.launch_env(ctx)
+    text = Path(env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"]).read_text()
+    server = json.loads(text)["mcpServers"]["agentdeck"]
+    assert server == {"httpUrl": URL, "headers": {"Authorization": "Bearer ${AGENTDECK_MCP_TOKEN}"}, "trust": True}
+    assert TOKEN not in text and env["AGENTDECK_MCP_TOKEN"] == TOKEN
+    argv = a.launch_argv(ctx)
+    assert "--prompt-interactive" not in argv and a.prompt_waits_for_tools(ctx)
+
+
+@pytest.mark.parametrize("kind", ["aider", "opencode", "generic"])
+def test_agents_without_http_keep_their_way_and_get_no_token(git_repo, kind):
+    a = adapter(kind, command="prog") if kind == "generic" else adapter(kind)
+    assert not a.mcp_http
+    ctx = http_context(git_repo)
+    assert not a.prompt_waits_for_tools(ctx)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from support import git, retry_until
-from tui_support import (RecordingAttacher, TickCounter, active_keys, notices, open_deck, plain, run, shown_cells,
+from tui_support import (RecordingAttacher, active_keys, notices, open_deck, plain, run, shown_cells,
                          status, until)
 
 from agentdeck.tui.app import make_app
@@ -409,6 +409,8 @@ def test_diff_sizes_recomputed_only_for_changed_worktrees(fake_repo):
     deck = open_deck(fake_repo)
     deck.new("north-star")
     deck.new("south-wind")
+    for name in ("north-star", "south-wind"):
+        retry_until(lambda: deck.get(name).status == "idle", timeout=20, what=f"{name} idle")
     app = make_app(deck, attacher=RecordingAttacher())
 
     async def scenario():
@@ -419,9 +421,9 @@ def test_diff_sizes_recomputed_only_for_changed_worktrees(fake_repo):
             assert sorted(feed.computed) == ["north-star", "south-wind"]  # once each at start
             await pilot.pause(1.5)  # nothing changed: no git at all
             assert sorted(feed.computed) == ["north-star", "south-wind"]
-            wt = Path(deck.get("south-wind").worktree)
-            for i in range(5):  # a burst of writes: one recomputation (debounced)
-                (wt / f"f{i}.txt").write_text("a\nb\n")
+            # The agent writes a burst of files: its status moves (working, then idle), which is
+            # what tells the feed its work changed; one or two recomputations (debounced).
+            deck.send("south-wind", "run for i in 0 1 2 3 4; do printf 'a\\nb\\n' > f$i.txt; done")
             await until(pilot, lambda: main.sizes.get("south-wind") == (10, 0), what="new size")
             await pilot.pause(0.6)
             assert feed.computed.count("south-wind") <= 3 and feed.computed.count("north-star") == 1
@@ -451,23 +453,28 @@ def test_preview_keeps_colours_and_skips_unchanged_captures(fake_repo):
             line = next(ln for ln in pane._lines if ln.plain.startswith("RED-TEXT"))
             styles = [str(span.style) for span in line.spans]
             assert any(s in ("red", "color(1)") for s in styles), styles  # ANSI red kept
-            # Still capturing, but unchanged captures cause no repaint: once the shell's screen is still,
-            # the feed goes round four times (three whole captures or more) and nothing is painted.
-            ticks = TickCounter(main.preview_feed)
+            # Captured only when the pane drew (tmux tells the feed): once the shell's screen is
+            # still, no capture and no paint at all.
+            feed = main.preview_feed
             for _ in range(20):
-                paints, captures = pane.paints, main.preview_feed.captures
-                await ticks.rounds(pilot, 4)
-                if main.preview_feed.captures >= captures + 3 and pane.paints == paints:
+                paints, captures = pane.paints, feed.captures
+                await pilot.pause(0.8)
+                if feed.captures == captures and pane.paints == paints:
                     break
             else:
-                raise AssertionError(f"unchanged captures kept repainting the preview ({pane.paints} paints)")
-            # Only the Preview tab captures: hidden, the feed goes on going round without capturing.
+                raise AssertionError(f"a still pane kept being captured ({feed.captures} captures)")
+            deck.send("painter", "echo SECOND-LINE", force=True)
+            await until(pilot, lambda: any(ln.plain.startswith("SECOND-LINE") for ln in pane._lines),
+                        what="the new output")
+            # Only the Preview tab captures: hidden, the pane drawing causes no capture.
             await pilot.press("2")
-            await until(pilot, lambda: main.preview_feed.target() is None, what="the preview hidden")
-            await ticks.rounds(pilot, 2)  # a capture begun before the switch has ended
-            captures = main.preview_feed.captures
-            await ticks.rounds(pilot, 3)
-            assert main.preview_feed.captures == captures
+            await until(pilot, lambda: feed.target() is None, what="the preview hidden")
+            await pilot.pause(0.3)  # a capture begun before the switch has ended
+            captures = feed.captures
+            deck.send("painter", "echo THIRD-LINE", force=True)
+            retry_until(lambda: "THIRD-LINE" in deck.peek("painter"), what="drawn while hidden")
+            await pilot.pause(0.5)
+            assert feed.captures == captures
 
     run(scenario)
 
@@ -596,33 +603,6 @@ def test_memory_tab_lists_notes_and_e_edits_through_the_cli(fake_repo):
             assert argv[-3:] == ["memory", "edit", pane.notes[0]["id"]] and str(fake_repo) in argv
 
     run(scenario)
-
-
-def test_diff_feed_watches_agentdecks_folder_once_and_other_worktrees_alone(tmp_path):
-    from agentdeck.tui.live import DiffFeed
-    from agentdeck.tui.model import AgentRow
-
-    root, elsewhere = tmp_path / "worktrees", tmp_path / "elsewhere"
-    for d in (root / "a", root / "b", elsewhere / "c"):
-        d.mkdir(parents=True)
-
-    def row(name, wt):
-        return AgentRow(name=name, definition="fake", kind="generic", status="idle", branch=f"x/{name}",
-                        base_branch="main", created_at="2026-01-01T00:00:00Z", status_at=0.0, kept=False,
-                        worktree=str(wt), session=name)
-
-    feed = DiffFeed(pool=None, shared_root=root)  # type: ignore[arg-type]
-    feed.track([row("a", root / "a"), row("b", root / "b"), row("c", elsewhere / "c")])
-    try:
-        feed._sync_watches()
-        assert set(feed._watches) == {str(root), str(elsewhere / "c")}  # never the unrelated parent
-        assert sorted(feed.due()) == ["a", "b", "c"]  # a first size for each new agent
-        (elsewhere / "c" / "new.txt").write_text("x\n")
-        (elsewhere / "unrelated.txt").write_text("x\n")
-        retry_until(lambda: "c" in feed._dirty, what="event for c")
-        assert "a" not in feed._dirty and "b" not in feed._dirty
-    finally:
-        feed.close()
 
 
 def test_broadcast_sends_to_the_selected_agents_or_all(fake_repo):

@@ -32,6 +32,11 @@ def test_conflicting_agents_are_marked_and_others_are_not(fake_repo):
             (Path(deck.get("alpha").worktree) / "README.md").write_text("# alpha was here\n")
             (Path(deck.get("bravo").worktree) / "README.md").write_text("# bravo was here\n")
             (Path(deck.get("charlie").worktree) / "notes.txt").write_text("charlie's own file\n")
+            # Nothing watches worktree folders (DiffFeed): a change is looked at when the agent's status
+            # moves, while it works, on selection or after a deck action. These edits came from outside
+            # any agent, so mark them the way selection and actions do.
+            for name in ("alpha", "bravo", "charlie"):
+                main.diff_feed.touch(name)
             await until(pilot, lambda: "⚠ conflicts with bravo" in _radar(app, "alpha")
                         and "⚠ conflicts with alpha" in _radar(app, "bravo"), timeout=20, what="conflict marks")
             await until(pilot, lambda: main.sizes.get("charlie") == (1, 0), timeout=10, what="charlie's size")
@@ -39,6 +44,7 @@ def test_conflicting_agents_are_marked_and_others_are_not(fake_repo):
             assert shown_cells(app, "alpha")[5] == "+1 -1"  # the +/- cell is left as it was
             # bravo takes back its change: no overlap any more, the marks go away
             (Path(deck.get("bravo").worktree) / "README.md").write_text("# test\n")
+            main.diff_feed.touch("bravo")
             await until(pilot, lambda: main.query_one("#agents").radar is None, timeout=20, what="marks cleared")
 
     run(scenario)

@@ -112,6 +112,13 @@ def agent_tmux(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["tmux", "-L", os.environ["AGENTDECK_TMUX_SOCKET"], *args], capture_output=True, text=True)
 
 
+def user_clients(session: str) -> str:
+    """The clients a person sees the agent through (control-mode clients are agentdeck's own: the
+    status watcher's and the deck preview's)."""
+    out = agent_tmux("list-clients", "-t", f"={session}", "-F", "#{client_control_mode} #{client_name}").stdout
+    return "\n".join(line for line in out.splitlines() if line and not line.startswith("1 "))
+
+
 def test_real_deck_in_tmux_lists_creates_attaches_and_quits(fake_repo):
     assert run_cli("new", "north-star", cwd=fake_repo).returncode == 0
     deck = Wrapper(fake_repo)
@@ -148,10 +155,10 @@ def test_real_deck_in_tmux_lists_creates_attaches_and_quits(fake_repo):
         # attach (the deck suspends; tmux draws the agent) and detach back to the deck
         deck.keys("Enter")
         deck.wait_for("agentdeck · detach: C-b d")
-        assert agent_tmux("list-clients", "-t", f"={south['tmux_session']}").stdout.strip()
+        assert user_clients(south["tmux_session"])
         deck.keys("C-b", "d")
         deck.wait_for("1 Preview", "north-star", "south-wind", "? help")
-        assert not agent_tmux("list-clients", "-t", f"={south['tmux_session']}").stdout.strip()
+        assert not user_clients(south["tmux_session"])
         deck.keys("down")  # the deck answers keys again
         # quit: the deck exits 0, every agent keeps running
         deck.keys("q")
@@ -173,10 +180,10 @@ def test_attach_inside_the_users_tmux_opens_a_popup_and_returns(fake_repo):
         deck.wait_for("north-star", "? help")
         deck.keys("Enter")
         # a client of agentdeck's server now shows the agent, in a popup of the user's (wrapper) tmux
-        retry_until(lambda: agent_tmux("list-clients", "-t", f"={session}").stdout.strip(), what="popup client")
+        retry_until(lambda: user_clients(session), what="popup client")
         assert "north-star" in deck.screen()  # the deck itself was not suspended
         agent_tmux("detach-client", "-s", f"={session}")
-        retry_until(lambda: not agent_tmux("list-clients", "-t", f"={session}").stdout.strip(), what="detached")
+        retry_until(lambda: not user_clients(session), what="detached")
         deck.keys("?")
         deck.wait_for("agentdeck keys")
     finally:

@@ -44,7 +44,11 @@ class LaunchContext:
     session_id: str = ""  # the conversation id agentdeck chose or found
     resume: bool = False  # True on restart: continue the conversation
     hook_command: list[str] = field(default_factory=list)  # argv prefix for `agentdeck hook`
-    mcp_command: list[str] = field(default_factory=list)  # argv for `agentdeck mcp`
+    mcp_command: list[str] = field(default_factory=list)  # argv for `agentdeck mcp` (stdio)
+    # The repository's MCP server over HTTP (agentdeck.mcp.service.wire_launch) and this launch's
+    # bearer token: set only for adapters with ``mcp_http``; never persisted (only its sha256 is).
+    mcp_url: str = ""
+    mcp_token: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # adapter-owned per-agent data (persisted)
 
 
@@ -65,6 +69,10 @@ class Adapter:
     has_events = False
     #: Seconds of unchanged output before "quiet" counts as idle.
     quiet_s = 1.5
+    #: True when the CLI reaches an MCP server over streamable HTTP with a bearer token read from its
+    #: environment: it is then wired to the repository's one server (agentdeck.mcp.service) instead
+    #: of starting its own ``agentdeck mcp`` over stdio.
+    mcp_http = False
 
     def __init__(self, definition: str, agent_def: AgentDef, config: Config):
         self.definition = definition
@@ -121,6 +129,12 @@ class Adapter:
     def prompt_typed_after_start(self, ctx: LaunchContext) -> bool:
         """True when the initial prompt must be typed into the pane once the CLI is ready."""
         return bool(ctx.prompt) and not ctx.resume and not self.agent_def.prompt_arg
+
+    def prompt_waits_for_tools(self, ctx: LaunchContext) -> bool:
+        """True when the initial prompt is left out of the argv and typed once the agent's MCP
+        client has listed agentdeck's tools (:mod:`agentdeck.mcp.first_prompt`): a CLI given its
+        prompt at launch starts its first turn before its MCP servers are connected."""
+        return False
 
     def after_launch(self, ctx: LaunchContext, pane: PaneIO) -> dict[str, Any]:
         """Called once the pane exists; returns updates for the agent's persisted ``extra``."""

@@ -1,7 +1,9 @@
 """Claude Code (kind ``claude``).
 
-Launch: ``claude --settings <file> <memory options> --session-id <uuid> -- <prompt>``;
-restart: ``claude --settings <file> <memory options> --resume <uuid>``.  The settings
+Launch: ``claude --settings <file> <memory options> --session-id <uuid> [-- <prompt>]``;
+restart: ``claude --settings <file> <memory options> --resume <uuid>``.  Wired to the
+repository's MCP server over HTTP, the prompt is not an argument: agentdeck types it once
+Claude's MCP client has listed the tools (:mod:`agentdeck.mcp.first_prompt`).  The settings
 file (one per agent, under ``<state_dir>/agents/<slug>/``) carries agentdeck's hooks;
 other features add to the same dict through :func:`register_settings_extension` (a
 second ``--settings`` would replace the first): the shared memory adds its SessionStart
@@ -109,6 +111,7 @@ class ClaudeAdapter(Adapter):
     binary = "claude"
     has_events = True
     quiet_s = 1.5
+    mcp_http = True  # "type": "http" in --mcp-config, ${VAR} expanded in its headers
 
     # ------------------------------------------------------------------ launch
     def prepare(self, ctx: LaunchContext) -> None:
@@ -166,24 +169,31 @@ class ClaudeAdapter(Adapter):
             return {}
         return inject.claude_env(ctx, ctx.name)
 
+    def resumable(self, ctx: LaunchContext) -> bool:
+        return ctx.resume and self.transcript_exists(ctx.session_id, self.agent_def.env)
+
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         argv = self.command_argv()
         settings = ctx.extra.get("claude_settings") or str(self.settings_path(ctx))
         argv += ["--settings", settings, *self.memory_args(ctx)]
-        resumable = ctx.resume and self.transcript_exists(ctx.session_id, self.agent_def.env)
-        if resumable:
+        if self.resumable(ctx):
             return [*argv, "--resume", ctx.session_id]
         argv += self.fork_args(ctx)  # a fork's first launch: --resume SOURCE --fork-session
         if ctx.session_id:
             argv += ["--session-id", ctx.session_id]
         # A restart of a conversation that never got its first message starts it afresh,
-        # prompt included.
-        if ctx.prompt:
+        # prompt included (typed once the tools are listed, when wired to agentdeck's server).
+        if ctx.prompt and not self.prompt_waits_for_tools(ctx):
             argv += ["--", ctx.prompt]
         return argv
 
     def prompt_typed_after_start(self, ctx: LaunchContext) -> bool:
-        return False  # the prompt is an argument
+        return False  # an argument, or typed once the tools are listed (prompt_waits_for_tools)
+
+    def prompt_waits_for_tools(self, ctx: LaunchContext) -> bool:
+        """Wired to agentdeck's HTTP server: the prompt waits (2.1.197 sends its first request
+        before listing an MCP server's tools, even a server already running)."""
+        return bool(ctx.prompt and ctx.mcp_url and memory_wired(ctx)) and not self.resumable(ctx)
 
     # ------------------------------------------------------------------ input
     def approve(self, pane: PaneIO) -> None:

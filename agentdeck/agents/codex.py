@@ -1,7 +1,9 @@
 """OpenAI Codex CLI (kind ``codex``).
 
-Launch: ``codex --no-daemon -c notify=[<agentdeck hook codex notify>] -- <prompt>``;
-restart: ``codex resume --no-daemon -c notify=[...] <session id>``.
+Launch: ``codex --no-daemon -c notify=[<agentdeck hook codex notify>] [-- <prompt>]``;
+restart: ``codex resume --no-daemon -c notify=[...] <session id>``.  Wired to the
+repository's MCP server over HTTP, the prompt is typed once Codex's MCP client has listed
+the tools (:mod:`agentdeck.mcp.first_prompt`).
 
 Facts from Codex 0.169.0 (tests/fixtures/screens/codex_*.txt are real captures):
 
@@ -60,6 +62,7 @@ class CodexAdapter(Adapter):
     # `notify` reports turn completion; working/waiting come from the screen.
     has_events = True
     quiet_s = 1.5
+    mcp_http = True  # mcp_servers.<name>.url with bearer_token_env_var
 
     # ------------------------------------------------------------------ launch
     def codex_home(self) -> Path:
@@ -103,18 +106,24 @@ class CodexAdapter(Adapter):
         argv = self.command_argv()
         if ctx.resume and ctx.session_id:
             return [*argv, "resume", *self.common_options(ctx), ctx.session_id]
+        prompt = [ctx.prompt] if ctx.prompt and not self.prompt_waits_for_tools(ctx) else []
         source = self.fork_source(ctx)
         if source:  # a fork's first launch: `codex fork ... -C <its folder> -- SOURCE [PROMPT]`
-            return [*argv, "fork", *self.common_options(ctx), "-C", str(ctx.start_dir), "--", source,
-                    *([ctx.prompt] if ctx.prompt else [])]
+            return [*argv, "fork", *self.common_options(ctx), "-C", str(ctx.start_dir), "--", source, *prompt]
         argv += self.common_options(ctx)
-        # No conversation to resume (it never got a message): start afresh, prompt included.
-        if ctx.prompt:
-            argv += ["--", ctx.prompt]
+        # No conversation to resume (it never got a message): start afresh, prompt included
+        # (typed once the tools are listed, when wired to agentdeck's server).
+        if prompt:
+            argv += ["--", *prompt]
         return argv
 
     def prompt_typed_after_start(self, ctx: LaunchContext) -> bool:
-        return False  # the prompt is an argument
+        return False  # an argument, or typed once the tools are listed (prompt_waits_for_tools)
+
+    def prompt_waits_for_tools(self, ctx: LaunchContext) -> bool:
+        """Wired to agentdeck's HTTP server: the prompt waits (Codex leaves a server still
+        connecting out of the turn's tools)."""
+        return bool(ctx.prompt and ctx.mcp_url and memory_wired(ctx)) and not (ctx.resume and ctx.session_id)
 
     def after_launch(self, ctx: LaunchContext, pane: PaneIO) -> dict[str, Any]:
         return {}

@@ -67,6 +67,7 @@ class GeminiAdapter(Adapter):
     binary = "gemini"
     has_events = True  # when the hooks could be installed; otherwise no hook ever sets a status
     quiet_s = 1.5
+    mcp_http = True  # "httpUrl" + headers in the settings file
 
     # ------------------------------------------------------------------ launch
     def settings_path(self, ctx: LaunchContext) -> Path:
@@ -133,12 +134,19 @@ class GeminiAdapter(Adapter):
             return [*argv, "--resume", ctx.session_id]
         if ctx.session_id:
             argv += ["--session-id", ctx.session_id]
-        if ctx.prompt:
+        if ctx.prompt and not self.prompt_waits_for_tools(ctx):
             argv += ["--prompt-interactive", ctx.prompt]
         return argv
 
     def prompt_typed_after_start(self, ctx: LaunchContext) -> bool:
         return False
+
+    def prompt_waits_for_tools(self, ctx: LaunchContext) -> bool:
+        """Wired to agentdeck's HTTP server (through the settings file, which needs a usable
+        system settings path): typed once the tools are listed."""
+        if not (ctx.prompt and ctx.mcp_url and memory_wired(ctx) and ctx.extra.get("gemini_settings")):
+            return False
+        return not (ctx.resume and self.transcript_exists(ctx.session_id))
 
     # ------------------------------------------------------------------ input
     def approve(self, pane: PaneIO) -> None:

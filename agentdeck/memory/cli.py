@@ -72,10 +72,11 @@ def register(subparsers: Any) -> None:
     q = cmd("brief", "print the memory brief agents are given at launch", cmd_brief)
     q.add_argument("--agent", help="agent name (default: $AGENTDECK_AGENT)")
 
-    m = subparsers.add_parser("mcp", help="run the stdio MCP server named agentdeck (agents start it)",
+    m = subparsers.add_parser("mcp", help="run the stdio MCP server named agentdeck (for your own agent configs)",
                               description="Run the stdio MCP server named agentdeck: the shared memory tools "
                               "(and, when enabled, research and deck tools). Agents launched by agentdeck "
-                              "start it themselves.")
+                              "reach the repository's HTTP server instead (those without HTTP support start "
+                              "this one themselves); add this command to your own agent's MCP configuration.")
     m.set_defaults(func=cmd_mcp)
 
 
@@ -335,7 +336,7 @@ def cmd_brief(args: Any) -> int:
 
 
 def cmd_mcp(args: Any) -> int:
-    from agentdeck.mcp_server import serve
+    from agentdeck.mcp.server import serve
 
     return serve(getattr(args, "repo", None))
 

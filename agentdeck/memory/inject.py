@@ -9,6 +9,11 @@ state directory and passed to the agent on its command line or in its env.
 :class:`agentdeck.agents.base.LaunchContext` (``state_dir`` + ``repo_root``),
 a :class:`agentdeck.memory.store.MemoryStore`, or None (the environment / cwd).
 
+The MCP server: agents whose adapter speaks streamable HTTP (``Adapter.mcp_http``) are wired
+to the repository's one server (``ctx.mcp_url``, see :mod:`agentdeck.mcp.service`) with their
+bearer token in ``AGENTDECK_MCP_TOKEN`` (env only: the config files name the variable, never
+the token); the others, and any context without a URL, start ``agentdeck mcp`` over stdio.
+
 Claude Code (:func:`claude_launch` = :func:`claude_args` + :func:`claude_env`)::
 
     register_settings_extension(claude_settings_extension)   # the SessionStart "compact" hook
@@ -43,7 +48,8 @@ from agentdeck.memory.store import (
     note_slug,
 )
 
-SERVER_NAME = "agentdeck"
+from agentdeck.mcp import SERVER_NAME, TOKEN_ENV
+
 CLAUDE_ALLOWED_TOOLS = f"mcp__{SERVER_NAME}__*"
 MAX_CORE_CHARS = 4000
 PROMPT_NAME = "memory_brief.md"
@@ -190,12 +196,21 @@ def _default_command() -> tuple[list[str], dict[str, str]]:
 
 
 def memory_env(where: Any = None, agent_name: str | None = None, *, with_brief: bool = True) -> dict[str, str]:
-    """Env for any agent: where the store is, and the brief's path (``AGENTDECK_MEMORY_BRIEF``)."""
+    """Env for any agent: where the store is, the brief's path (``AGENTDECK_MEMORY_BRIEF``), and,
+    when *where* is a launch wired to the HTTP server, its bearer token (``AGENTDECK_MCP_TOKEN``)."""
     loc = _locations(where)
     env = {ENV_MEMORY_DIR: str(loc.memory_dir)}
     if with_brief:
         env[ENV_MEMORY_BRIEF] = str(brief_file(loc, agent_name))
+    if http_url(where) and getattr(where, "mcp_token", ""):
+        env[TOKEN_ENV] = where.mcp_token
     return env
+
+
+def http_url(where: Any) -> str:
+    """The repository's MCP server URL a launch context is wired to ('' = stdio)."""
+    url = getattr(where, "mcp_url", "")
+    return url if isinstance(url, str) else ""
 
 
 def mcp_server_spec(where: Any = None, agent_name: str | None = None, *,
@@ -229,22 +244,30 @@ def mcp_server_spec(where: Any = None, agent_name: str | None = None, *,
 
 
 def claude_mcp_config(where: Any = None, agent_name: str | None = None, *,
-                      mcp_command: list[str] | None = None) -> dict[str, Any]:
+                      mcp_command: list[str] | None = None, url: str | None = None) -> dict[str, Any]:
     """``{"mcpServers": {"agentdeck": {...}}}`` for ``claude --mcp-config``.
 
     ``alwaysLoad``: Claude Code (2.1.197) otherwise may defer the server's tools behind tool search.
+    Wired to the HTTP server: ``"type": "http"``, the token as ``${AGENTDECK_MCP_TOKEN}`` in the
+    ``Authorization`` header (Claude expands it from its environment; the file holds no secret).
+    *url* defaults to the one *where* (a launch context) is wired to.
     """
+    url = http_url(where) if url is None else url
+    if url:
+        server = {"type": "http", "url": url, "headers": {"Authorization": f"Bearer ${{{TOKEN_ENV}}}"}}
+        return {"mcpServers": {SERVER_NAME: {**server, "alwaysLoad": True}}}
     spec = mcp_server_spec(where, agent_name, mcp_command=mcp_command)
     return {"mcpServers": {SERVER_NAME: {"type": "stdio", **spec, "alwaysLoad": True}}}
 
 
 def claude_mcp_config_file(where: Any = None, agent_name: str | None = None, *,
-                           mcp_command: list[str] | None = None) -> Path:
+                           mcp_command: list[str] | None = None, url: str | None = None) -> Path:
     """The config above written to ``<state dir>/mcp/<agent>.json``."""
+    url = http_url(where) if url is None else url
     loc = _locations(where)
     agent = agent_name or os.environ.get("AGENTDECK_AGENT") or "agent"
     path = _artefact_dir(loc, "mcp") / f"{note_slug(agent, 64)}.json"
-    config = claude_mcp_config(loc, agent, mcp_command=mcp_command)
+    config = claude_mcp_config(loc, agent, mcp_command=mcp_command, url=url)
     return _write_atomic(path, json.dumps(config, indent=2) + "\n")
 
 
@@ -256,7 +279,7 @@ def claude_args(where: Any = None, agent_name: str | None = None, *,
     ``--allowedTools`` take several values, so each is followed by another option.
     """
     loc = _locations(where)
-    config_file = claude_mcp_config_file(loc, agent_name, mcp_command=mcp_command)
+    config_file = claude_mcp_config_file(loc, agent_name, mcp_command=mcp_command, url=http_url(where))
     return [
         "--mcp-config", str(config_file),
         "--allowedTools", CLAUDE_ALLOWED_TOOLS,
@@ -304,16 +327,27 @@ def _toml_string(text: str) -> str:
 
 def codex_config_args(where: Any = None, agent_name: str | None = None, *,
                       mcp_command: list[str] | None = None, with_brief: bool = True) -> list[str]:
-    """``-c mcp_servers.agentdeck.*=...`` overrides (and the brief as ``developer_instructions``)."""
+    """``-c mcp_servers.agentdeck.*=...`` overrides (and the brief as ``developer_instructions``).
+
+    Wired to the HTTP server: ``url`` and ``bearer_token_env_var`` (Codex reads the token from
+    its own environment); else ``command``/``args``/``env`` of a stdio server.
+    """
     loc = _locations(where)
-    spec = mcp_server_spec(loc, agent_name, mcp_command=mcp_command)
-    args_toml = "[" + ", ".join(_toml_string(a) for a in spec["args"]) + "]"
-    env_toml = "{" + ", ".join(f"{k} = {_toml_string(v)}" for k, v in spec["env"].items()) + "}"
-    out = [
-        "-c", f"mcp_servers.{SERVER_NAME}.command={_toml_string(spec['command'])}",
-        "-c", f"mcp_servers.{SERVER_NAME}.args={args_toml}",
-        "-c", f"mcp_servers.{SERVER_NAME}.env={env_toml}",
-    ]
+    url = http_url(where)
+    if url:
+        out = [
+            "-c", f"mcp_servers.{SERVER_NAME}.url={_toml_string(url)}",
+            "-c", f"mcp_servers.{SERVER_NAME}.bearer_token_env_var={_toml_string(TOKEN_ENV)}",
+        ]
+    else:
+        spec = mcp_server_spec(loc, agent_name, mcp_command=mcp_command)
+        args_toml = "[" + ", ".join(_toml_string(a) for a in spec["args"]) + "]"
+        env_toml = "{" + ", ".join(f"{k} = {_toml_string(v)}" for k, v in spec["env"].items()) + "}"
+        out = [
+            "-c", f"mcp_servers.{SERVER_NAME}.command={_toml_string(spec['command'])}",
+            "-c", f"mcp_servers.{SERVER_NAME}.args={args_toml}",
+            "-c", f"mcp_servers.{SERVER_NAME}.env={env_toml}",
+        ]
     if with_brief:
         out += ["-c", f"developer_instructions={_toml_string(brief_text(loc, agent_name))}"]
     return out
@@ -334,8 +368,16 @@ def aider_args(where: Any = None, agent_name: str | None = None) -> list[str]:
 
 
 def gemini_settings(where: Any = None, agent_name: str | None = None, *,
-                    mcp_command: list[str] | None = None) -> dict[str, Any]:
-    """``{"mcpServers": {"agentdeck": {...}}}`` for a Gemini CLI settings file (tools trusted)."""
+                    mcp_command: list[str] | None = None, url: str | None = None) -> dict[str, Any]:
+    """``{"mcpServers": {"agentdeck": {...}}}`` for a Gemini CLI settings file (tools trusted).
+
+    Wired to the HTTP server: ``httpUrl`` and the token as ``${AGENTDECK_MCP_TOKEN}`` in the
+    ``Authorization`` header (Gemini expands variables in its settings files).
+    """
+    url = http_url(where) if url is None else url
+    if url:
+        return {"mcpServers": {SERVER_NAME: {"httpUrl": url, "headers": {"Authorization": f"Bearer ${{{TOKEN_ENV}}}"},
+                                             "trust": True}}}
     spec = mcp_server_spec(where, agent_name, mcp_command=mcp_command)
     return {"mcpServers": {SERVER_NAME: {**spec, "trust": True}}}
 
@@ -346,4 +388,5 @@ def gemini_settings_file(where: Any = None, agent_name: str | None = None, *,
     loc = _locations(where)
     agent = agent_name or os.environ.get("AGENTDECK_AGENT") or "agent"
     path = _artefact_dir(loc, "gemini") / f"{note_slug(agent, 64)}.json"
-    return _write_atomic(path, json.dumps(gemini_settings(loc, agent, mcp_command=mcp_command), indent=2) + "\n")
+    settings = gemini_settings(loc, agent, mcp_command=mcp_command, url=http_url(where))
+    return _write_atomic(path, json.dumps(settings, indent=2) + "\n")

@@ -1,14 +1,25 @@
 """The deck's background feeds; they run in worker threads and only post messages.
 
+With nothing changing, none of them does any work: each sleeps until it is told.
+
 - :class:`DeckPool` gives each thread its own :class:`~agentdeck.deck.Deck`
   (SQLite connections belong to the thread that opened them).
-- :class:`StatusFeed` reads the store (ONE ``SELECT`` per tick) and posts the
-  rows only when something changed; every few seconds it makes sure a status
-  watcher runs (``deck.refresh``), which is what writes the statuses.
-- :class:`PreviewFeed` captures the selected agent's pane only, at preview rate,
-  and posts only captures whose hash changed.
-- :class:`DiffFeed` recomputes diff sizes only for worktrees whose files
-  changed (watchdog, debounced); never git for every agent on a timer.
+- :class:`StatusFeed` sleeps on ONE inotify watch per repository (the state
+  folder: every commit of every process writes ``state.db-wal``) and on the
+  status watcher's pidfd; on a commit by another connection (``PRAGMA
+  data_version``, asked again a few times in the second after a notice: a
+  commit shows a moment after its writes) it reads the agents (one ``SELECT``)
+  and posts them when they changed; when the watcher ends while agents live, it
+  starts another.
+- :class:`PreviewFeed` keeps one tmux control-mode client on the selected
+  agent's session (``switch-client`` when the selection moves): tmux tells it
+  when that pane draws, and only then is it captured (through that client), at
+  most every ``interval`` while it keeps drawing; only captures whose hash
+  changed are posted.
+- :class:`DiffFeed` recomputes an agent's diff size when its work may have
+  changed: its status moved (a turn ended, a prompt came), every few seconds
+  while it works, when it is selected, or when the deck acted on it (commit,
+  merge); never git for every agent on a timer, and no watch per folder.
 
 Nothing here touches a widget.
 """
@@ -16,6 +27,7 @@ Nothing here touches a widget.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -93,13 +105,45 @@ class _Feed:
     def __init__(self, pool: DeckPool):
         self.pool = pool
         self.wake = threading.Event()
+        self._pipe: tuple[int, int] | None = None  # feeds that sleep in select() are poked through it
         self._last_problem = 0.0
 
     def poke(self) -> None:
-        """Run the next tick now."""
+        """Look now (the selection moved, an action was taken, the deck is closing)."""
         self.wake.set()
+        if self._pipe is not None:
+            try:
+                os.write(self._pipe[1], b"x")
+            except OSError:  # full (already poked) or closed
+                pass
 
-    def _sleep(self, stop: threading.Event, seconds: float) -> None:
+    def _open_pipe(self) -> int:
+        if self._pipe is None:
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            self._pipe = (r, w)
+        return self._pipe[0]
+
+    def _drain_pipe(self) -> None:
+        if self._pipe is not None:
+            try:
+                while os.read(self._pipe[0], 4096):
+                    pass
+            except OSError:
+                pass
+        self.wake.clear()
+
+    def _close_pipe(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            for fd in pipe:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _sleep(self, stop: threading.Event, seconds: float | None) -> None:
         if stop.is_set():
             return
         self.wake.wait(seconds)
@@ -121,24 +165,30 @@ def _is_ours(exc: BaseException) -> bool:
     return isinstance(exc, AgentdeckError)
 
 
-class StatusFeed(_Feed):
-    """Polls the store; posts :class:`AgentsChanged` when the rows changed.
+def _plain_decks(deck: Any) -> list[Any]:
+    return list(deck.decks.values()) if getattr(deck, "multi", False) else [deck]
 
-    Each tick asks SQLite whether anyone committed since the last look
-    (``PRAGMA data_version``, no table read); only then, or once a second, it
-    reads the agents (one ``SELECT``) and compares them with what it posted.
+
+class StatusFeed(_Feed):
+    """Posts :class:`AgentsChanged` when the rows changed; sleeps until the state is written.
+
+    It wakes on the state folders' inotify watch (one per repository), on the status
+    watcher's pidfd (the watcher ended: another is started while agents live) and on
+    :meth:`poke`.  A wake that another connection's commit caused (``PRAGMA
+    data_version``) reads the agents; other wakes cost one pragma.  Where inotify is missing
+    it falls back to asking ``data_version`` every *interval*.
     """
 
-    def __init__(self, pool: DeckPool, interval: float = 0.1, watcher_every: float = 2.0,
-                 full_every: float = 1.0):
+    def __init__(self, pool: DeckPool, interval: float = 0.1, watcher_every: float | None = None,
+                 full_every: float | None = None):
         super().__init__(pool)
-        self.interval = interval
-        self.watcher_every = watcher_every
-        self.full_every = full_every
+        self.interval = interval  # only where inotify is missing
         self._last: tuple | None = None
         self._version: Any = None
-        self._read_at = float("-inf")
+        self._force = True
         self.polls = 0  # full reads (tests, benchmarks)
+        self.wakes = 0  # times the thread woke (tests, benchmarks)
+        self._watcher_fds: dict[str, int] = {}  # state dir -> pidfd of its watcher
 
     def changed_since_last_look(self) -> bool:
         deck = self.pool.get()
@@ -146,132 +196,313 @@ class StatusFeed(_Feed):
             version = deck.data_version()
         else:
             version = deck.store.conn.execute("PRAGMA data_version").fetchone()[0]
-        changed = version != self._version
+        changed = version != self._version or self._force
         self._version = version
-        return changed or time.monotonic() - self._read_at >= self.full_every
+        self._force = False
+        return changed
 
     def read(self) -> list[AgentRow] | None:
-        """One poll: the rows when they changed since the last poll, else None."""
+        """One read: the rows when they changed since the last one, else None."""
         deck = self.pool.get()
         records = deck.records() if getattr(deck, "multi", False) else deck.store.list_agents()
         rows = [AgentRow.from_record(r) for r in records]
         self.polls += 1
-        self._read_at = time.monotonic()
         if tuple(rows) == self._last:
             return None
         self._last = tuple(rows)
         return rows
 
     def ensure_watcher(self) -> None:
-        """Keep a status watcher running while agents live (it exits by itself when none do)."""
-        from agentdeck import status
+        """Keep a status watcher running while agents live (it exits by itself when none do), and
+        follow it through its pidfd."""
+        from agentdeck import fswatch, status
 
-        main = self.pool.get()
-        for deck in (main.decks.values() if getattr(main, "multi", False) else [main]):
+        for deck in _plain_decks(self.pool.get()):
+            key = str(deck.repo.state_dir)
+            if key in self._watcher_fds:
+                continue
             if not status.watcher_alive(deck):
+                if not any(r.status != "exited" for r in deck.store.list_agents()):
+                    continue  # nothing to watch; `new` starts one
                 deck.refresh(settle=False)
-                self._read_at = float("-inf")  # this thread's own writes do not move data_version
+                self._force = True  # this thread's own writes do not move data_version
+            pid = status.watcher_pid(deck)
+            fd = fswatch.process_fd(pid) if pid else None
+            if fd is not None:
+                self._watcher_fds[key] = fd
 
     def run(self, post: Post, stop: threading.Event) -> None:
+        import selectors
+
+        from agentdeck import fswatch
         from agentdeck.tui.messages import AgentsChanged
 
+        def publish() -> None:
+            if self.changed_since_last_look():
+                rows = self.read()
+                if rows is not None:
+                    post(AgentsChanged(rows))
+
         try:  # first paint from what the store knows, before any tmux call
-            self.changed_since_last_look()
-            rows = self.read()
-            if rows is not None:
-                post(AgentsChanged(rows))
+            publish()
         except Exception as exc:
             self._problem(post, "status", exc)
-        last_check = float("-inf")
-        while not stop.is_set():
-            now = time.monotonic()
-            if now - last_check >= self.watcher_every:
-                last_check = now
+        sel = selectors.DefaultSelector()
+        sel.register(self._open_pipe(), selectors.EVENT_READ, "poke")
+        watch = None
+        if fswatch.available():
+            try:
+                watch = fswatch.FolderWatch([d.repo.state_dir for d in _plain_decks(self.pool.get())],
+                                            ("state.db",))
+                sel.register(watch, selectors.EVENT_READ, "state")
+            except OSError as exc:
+                self._problem(post, "status", exc)
+                watch = None
+        registered: set[int] = set()
+        settle = fswatch.Settle()  # a commit becomes visible a moment after the writes that woke us
+        try:
+            while not stop.is_set():
                 try:
                     self.ensure_watcher()
                 except Exception as exc:
                     self._problem(post, "status watcher", exc)
-            try:
-                if self.changed_since_last_look():
-                    rows = self.read()
-                    if rows is not None:
-                        post(AgentsChanged(rows))
-            except Exception as exc:
-                self._problem(post, "status", exc)
-            self._sleep(stop, self.interval)
+                for fd in self._watcher_fds.values():
+                    if fd not in registered:
+                        sel.register(fd, selectors.EVENT_READ, "watcher")
+                        registered.add(fd)
+                try:
+                    publish()
+                except Exception as exc:
+                    self._problem(post, "status", exc)
+                timeout = None if watch is not None else self.interval
+                later = settle.next()
+                if later is not None:
+                    timeout = max(0.0, later - time.monotonic())
+                ready = sel.select(timeout)
+                self.wakes += 1
+                settle.due(time.monotonic())
+                for key, _ in ready:
+                    if key.data == "poke":
+                        self._drain_pipe()
+                    elif key.data == "state":
+                        if watch.read():
+                            settle.notice(time.monotonic())
+                    else:  # the watcher ended
+                        fd = key.fd
+                        sel.unregister(fd)
+                        registered.discard(fd)
+                        os.close(fd)
+                        self._watcher_fds = {k: v for k, v in self._watcher_fds.items() if v != fd}
+                        self._force = True
+        finally:
+            sel.close()
+            if watch is not None:
+                watch.close()
+            for fd in self._watcher_fds.values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._watcher_fds.clear()
+            self._close_pipe()
+
+
+def _live_pane(deck: Any, name: str) -> tuple[str, str] | None:
+    """(tmux socket, session) of *name* when its pane may be alive; None for an exited agent."""
+    rec = deck.get(name)
+    if rec.status == "exited" or rec.extra.get("launching"):
+        return None
+    one = deck.deck_of(name) if getattr(deck, "multi", False) else deck
+    return one.tmux.socket, rec.session
 
 
 class PreviewFeed(_Feed):
-    """Captures the pane of ``target()`` (None: nothing to show) and posts changed captures."""
+    """Shows the pane of ``target()`` (None: nothing to show), captured only when it drew.
 
-    def __init__(self, pool: DeckPool, target: Callable[[], str | None], interval: float = 0.2):
+    One control-mode client follows the selected agent's session (``switch-client``); tmux's
+    ``%output`` for its pane schedules a capture *settle* seconds after the pane went still, and
+    at most every *interval* while it keeps drawing.  An agent without a live pane shows its last
+    screen (``deck.peek``) once.  Only captures whose hash changed are posted.
+    """
+
+    def __init__(self, pool: DeckPool, target: Callable[[], str | None], interval: float = 0.2,
+                 settle: float = 0.03):
         super().__init__(pool)
         self.target = target
         self.interval = interval
+        self.settle = settle
         self._last: tuple[str, str] | None = None
-        self.captures = 0
+        self.captures = 0  # (tests, benchmarks)
+        self.wakes = 0
+        self._client: Any = None
+        self._showing: tuple[str, str, str] | None = None  # (name, socket, session) followed now
+        self._pane_id = ""
+        self._dirty_since: float | None = None
+        self._last_output = 0.0
+        self._last_capture = 0.0
+        self._refollow_at = 0.0  # after a lost client, not before this (monotonic)
+
+    def forget(self) -> None:
+        """Post the next capture even if unchanged (the widget was cleared)."""
+        self._last = None
+        self._showing = None  # look again at once
 
     def capture(self) -> tuple[str, str] | None:
-        """One tick: (name, text) when the selected pane changed since the last post."""
+        """Capture the target now: (name, text) when it changed since the last post."""
         name = self.target()
         if not name:
             self._last = None
             return None
-        text = self.pool.get().peek(name, colors=True)
+        if self._client is not None and self._pane_id and self._showing and self._showing[0] == name:
+            text = self._client.capture(self._pane_id, colors=True)
+        else:
+            text = self.pool.get().peek(name, colors=True)
         self.captures += 1
+        self._last_capture = time.monotonic()
         digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=12).hexdigest()
         if self._last == (name, digest):
             return None
         self._last = (name, digest)
         return name, text
 
-    def forget(self) -> None:
-        """Post the next capture even if unchanged (the widget was cleared)."""
-        self._last = None
+    def _follow(self, name: str | None) -> None:
+        """Point the control client at *name*'s session (or at nothing)."""
+        from agentdeck.tmux import ControlClient, TmuxGone
+
+        where = _live_pane(self.pool.get(), name) if name else None
+        if where is None:
+            self._showing = (name, "", "") if name else None
+            self._pane_id = ""
+            return
+        socket, session = where
+        try:
+            if self._client is not None and (self._client.closed or self._client.socket != socket):
+                self._drop_client()
+            if self._client is None:
+                self._client = ControlClient(socket, session)
+            elif self._client.session != session:
+                result = self._client.command("switch-client", "-t", f"={session}")
+                if result.returncode != 0:
+                    raise TmuxGone(" ".join(result.stderr))
+            result = self._client.command("display-message", "-p", "-t", f"={session}:", "#{pane_id}")
+            self._pane_id = result.stdout[0] if result.returncode == 0 and result.stdout else ""
+            self._client.session = session
+        except (TmuxGone, OSError):
+            self._drop_client()
+            self._pane_id = ""
+        self._showing = (name, socket, session)  # type: ignore[assignment]
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def run(self, post: Post, stop: threading.Event) -> None:
+        import select
+
         from agentdeck.errors import UsageError
         from agentdeck.tui.messages import PreviewCaptured
 
-        while not stop.is_set():
-            try:
-                got = self.capture()
-                if got is not None:
-                    post(PreviewCaptured(*got))
-            except UsageError:
-                self._last = None  # the agent was removed meanwhile
-            except Exception as exc:
-                self._problem(post, "preview", exc)
-            self._sleep(stop, self.interval)
+        wake = self._open_pipe()
+        try:
+            while not stop.is_set():
+                name = self.target()
+                now = time.monotonic()
+                try:
+                    if name is None:  # nothing shown: no client, so no output of anyone's wakes this thread
+                        if self._showing is not None or self._client is not None:
+                            self._showing, self._pane_id, self._last = None, "", None
+                            self._drop_client()
+                        self._dirty_since = None
+                    elif (self._showing is None or self._showing[0] != name) and now >= self._refollow_at:
+                        self._follow(name)
+                        self._dirty_since = now - self.settle  # a first look at once
+                    if name is not None and self._dirty_since is not None and (
+                            now - self._last_output >= self.settle or now - self._dirty_since >= self.interval):
+                        self._dirty_since = None
+                        got = self.capture()
+                        if got is not None:
+                            post(PreviewCaptured(*got))
+                except UsageError:
+                    self._last, self._showing = None, None  # the agent was removed meanwhile
+                except Exception as exc:
+                    self._problem(post, "preview", exc)
+                    self._showing = (name, "", "") if name else None
+                    self._drop_client()
+                if self._client is not None and self._client.pending:
+                    self._on_client(read=False)  # output met while a capture waited for its answer
+                fds = [wake] + ([self._client.fileno()] if self._client is not None else [])
+                timeout = None
+                if self._showing is None and name is not None and self._refollow_at > now:
+                    timeout = self._refollow_at - now
+                elif self._dirty_since is not None:
+                    timeout = max(0.0, min(self._last_output + self.settle, self._dirty_since + self.interval)
+                                  - time.monotonic())
+                ready, _, _ = select.select(fds, [], [], timeout)
+                self.wakes += 1
+                if wake in ready:
+                    self._drain_pipe()
+                if self._client is not None and self._client.fileno() in ready:
+                    self._on_client()
+        finally:
+            self._drop_client()
+            self._close_pipe()
+
+    def _on_client(self, read: bool = True) -> None:
+        client = self._client
+        if read:
+            client.read()
+        now = time.monotonic()
+        for kind, value in client.events():
+            if kind == "output" and value == self._pane_id:
+                self._last_output = now
+                if self._dirty_since is None:
+                    self._dirty_since = now
+            elif kind == "pause":
+                client.send("refresh-client", "-A", f"{value}:continue")
+            elif kind in ("exit", "eof"):
+                # Detached (someone ran `detach-client -s`), or the session went: follow the agent
+                # again shortly (a new client; its last screen when it has exited).
+                self._drop_client()
+                self._pane_id = ""
+                self._showing = None
+                self._refollow_at = now + 0.2
+                return
 
 
 class DiffFeed(_Feed):
-    """Diff sizes, recomputed for worktrees whose files changed (debounced)."""
+    """Diff sizes, recomputed for agents whose work may have changed (debounced).
 
-    IGNORED_EVENTS = {"opened", "closed_no_write", "attrib"}
+    A worktree's files change when its agent works, or when someone acts on it: its status
+    moving (:meth:`track`, from the status feed's rows) marks it, and while it is ``working``
+    it is recomputed every *working_every* seconds; selection and the deck's own actions
+    (commit, merge) :meth:`touch` it.  No file-system watch per folder: the deck's memory and
+    inotify use do not grow with the size or number of worktrees.
+    """
 
     def __init__(self, pool: DeckPool, debounce: float = 0.4, max_delay: float = 2.0,
                  size_fn: Callable[[Any, str], tuple[int, int]] = diff_size, watch: bool = True,
                  shared_root: Path | None = None,
-                 radar_fn: Callable[[Any], dict[str, dict[str, Any]]] | None = conflict_marks):
+                 radar_fn: Callable[[Any], dict[str, dict[str, Any]]] | None = conflict_marks,
+                 working_every: float = 5.0):
         super().__init__(pool)
         # the conflict radar runs right after sizes were recomputed (so only when a worktree changed)
         self.radar_fn = radar_fn
         self._last_marks: dict[str, dict[str, Any]] | None = None
         self.radar_runs = 0  # (tests, benchmarks)
-        # agentdeck's own worktree folder holds nothing else: one recursive watch covers every agent
-        # there. A worktree elsewhere ([deck] worktree_dir) is watched on its own, never its parent.
-        self.shared_root = str(shared_root) if shared_root else None
         self.debounce = debounce
         self.max_delay = max_delay
         self.size_fn = size_fn
-        self.watch_enabled = watch
+        self.follow_status = watch  # False: sizes only at start, on selection and on actions
+        self.working_every = working_every
         self._lock = threading.Lock()
         self._worktrees: dict[str, str] = {}  # worktree path -> agent name
-        self._dirty: dict[str, tuple[float, float]] = {}  # name -> (first event, last event)
-        self._observer: Any = None
-        self._watches: dict[str, Any] = {}  # watched folder -> ObservedWatch
-        self._unwatched: set[str] = set()  # agents whose folder could not be watched
+        self._seen: dict[str, tuple[str, float]] = {}  # name -> (status, status_at) last tracked
+        self._working: dict[str, float] = {}  # name -> when its size is next due while it works
+        self._dirty: dict[str, tuple[float, float]] = {}  # name -> (first mark, last mark)
+        self._computed_at: dict[str, float] = {}  # name -> when its size was last computed
+        self.fresh_s = 5.0
+        self._computing: set[str] = set()
         self.computed: list[str] = []  # names, in the order sizes were computed (tests, benchmarks)
         self.errors: dict[str, str] = {}  # last failure per agent (retried a few times)
         self._retries: dict[str, int] = {}
@@ -279,7 +510,8 @@ class DiffFeed(_Feed):
 
     # -- main thread ---------------------------------------------------------------
     def track(self, rows: list[AgentRow]) -> None:
-        """The agents now listed: new ones get a first size; removed ones are forgotten."""
+        """The agents now listed: new ones get a first size, ones whose status moved a new one
+        (debounced); removed ones are forgotten."""
         now = time.monotonic()
         with self._lock:
             wanted = {str(Path(r.worktree)): r.name for r in rows if r.worktree}
@@ -287,93 +519,61 @@ class DiffFeed(_Feed):
                 if self._worktrees.get(wt) != name:
                     self._dirty[name] = (now - self.max_delay, now - self.max_delay)  # due at once
             self._worktrees = wanted
+            for row in rows:
+                seen = (row.status, row.status_at)
+                before = self._seen.get(row.name)
+                self._seen[row.name] = seen
+                if before is not None and before != seen and self.follow_status:
+                    first = self._dirty.get(row.name, (now, now))[0]
+                    self._dirty[row.name] = (first, now)
+                if row.status == "working" and self.follow_status:
+                    self._working.setdefault(row.name, now + self.working_every)
+                else:
+                    self._working.pop(row.name, None)
             names = set(wanted.values())
-            for name in list(self._dirty):
-                if name not in names:
-                    del self._dirty[name]
-        self.wake.set()
+            for table in (self._dirty, self._seen, self._working, self._computed_at):
+                for name in [n for n in table if n not in names]:
+                    del table[name]
+        self.poke()
 
     def touch(self, name: str) -> None:
-        """Recompute *name*'s size soon (e.g. after a commit or on selection if unwatched)."""
+        """Recompute *name*'s size soon (after a commit, on selection)."""
         now = time.monotonic()
         with self._lock:
             first = self._dirty.get(name, (now, now))[0]
             self._dirty[name] = (first, now)
-        self.wake.set()
+        self.poke()
 
     def needs_touch_on_select(self, name: str) -> bool:
-        return name in self._unwatched or not self.watch_enabled
-
-    # -- watchdog thread -------------------------------------------------------------
-    def on_fs_event(self, event: Any) -> None:
-        if event.event_type in self.IGNORED_EVENTS:
-            return
-        for path in (getattr(event, "src_path", ""), getattr(event, "dest_path", "")):
-            if not path:
-                continue
-            path = path.decode() if isinstance(path, bytes) else str(path)
-            if "/.git/" in path or path.endswith("/.git"):
-                continue
-            name = self._owner(path)
-            if name:
-                now = time.monotonic()
-                with self._lock:
-                    first = self._dirty.get(name, (now, now))[0]
-                    self._dirty[name] = (first, now)
-                self.wake.set()
-
-    def _owner(self, path: str) -> str | None:
+        """A person may have edited that worktree by hand (nothing watches its folders): yes,
+        unless its size was computed in the last *fresh_s* seconds or is about to be."""
         with self._lock:
-            items = list(self._worktrees.items())
-        for wt, name in items:
-            if path == wt or path.startswith(wt + "/"):
-                return name
-        return None
+            if name in self._dirty or name in self._computing:
+                return False
+            return time.monotonic() - self._computed_at.get(name, float("-inf")) >= self.fresh_s
 
     # -- worker thread ---------------------------------------------------------------
-    def _sync_watches(self) -> None:
-        if not self.watch_enabled:
-            return
-        with self._lock:
-            worktrees = dict(self._worktrees)
-        folders: dict[str, list[str]] = {}
-        for wt, name in worktrees.items():
-            parent = str(Path(wt).parent)
-            folders.setdefault(parent if parent == self.shared_root else wt, []).append(name)
-        if self._observer is None and folders:
-            from watchdog.observers import Observer
-
-            self._observer = Observer()
-            self._observer.daemon = True
-            self._observer.start()
-        handler = _Handler(self)
-        for folder, names in folders.items():
-            if folder in self._watches:
-                continue
-            if not Path(folder).is_dir():
-                continue
-            try:
-                self._watches[folder] = self._observer.schedule(handler, folder, recursive=True)
-                self._unwatched.difference_update(names)
-            except Exception as exc:  # inotify limits: fall back to recomputing on selection
-                self._unwatched.update(names)
-                self.watch_problem = (f"cannot watch {folder} for changes ({exc}); diff sizes refresh "
-                                      f"when you select an agent")
-        for folder in list(self._watches):
-            if folder not in folders:
-                try:
-                    self._observer.unschedule(self._watches.pop(folder))
-                except Exception:
-                    pass
-
     def due(self) -> list[str]:
         now = time.monotonic()
         with self._lock:
+            for name, when in list(self._working.items()):
+                if now >= when:
+                    self._working[name] = now + self.working_every
+                    self._dirty.setdefault(name, (now - self.max_delay, now - self.max_delay))
             ready = [n for n, (first, last) in self._dirty.items()
                      if now - last >= self.debounce or now - first >= self.max_delay]
             for n in ready:
                 del self._dirty[n]
+            self._computing.update(ready)
         return ready
+
+    def _next_due(self) -> float | None:
+        """Seconds until something is due (None: nothing until told)."""
+        now = time.monotonic()
+        with self._lock:
+            whens = [min(last + self.debounce, first + self.max_delay) for first, last in self._dirty.values()]
+            whens += list(self._working.values())
+        return max(0.0, min(whens) - now) if whens else None
 
     def compute(self, names: list[str]) -> dict[str, tuple[int, int] | None]:
         def one(name: str) -> tuple[str, tuple[int, int] | None]:
@@ -391,6 +591,8 @@ class DiffFeed(_Feed):
         self.computed.extend(names)
         now = time.monotonic()
         with self._lock:
+            self._computed_at.update((n, now) for n in names)
+            self._computing.difference_update(names)
             for name, size in pairs:
                 if size is not None:
                     self._retries.pop(name, None)
@@ -401,27 +603,17 @@ class DiffFeed(_Feed):
         return dict(pairs)
 
     def run(self, post: Post, stop: threading.Event) -> None:
-        from agentdeck.tui.messages import DiffSizes, FeedProblem
+        from agentdeck.tui.messages import DiffSizes
 
-        reported = ""
-        try:
-            while not stop.is_set():
-                try:
-                    self._sync_watches()
-                    if self.watch_problem and self.watch_problem != reported:
-                        reported = self.watch_problem
-                        post(FeedProblem("diff", self.watch_problem))
-                    names = self.due()
-                    if names:
-                        post(DiffSizes(self.compute(names)))
-                        self._run_radar(post)
-                except Exception as exc:
-                    self._problem(post, "diff sizes", exc)
-                with self._lock:
-                    pending = bool(self._dirty)
-                self._sleep(stop, self.debounce / 2 if pending else 5.0)
-        finally:
-            self.close()
+        while not stop.is_set():
+            try:
+                names = self.due()
+                if names:
+                    post(DiffSizes(self.compute(names)))
+                    self._run_radar(post)
+            except Exception as exc:
+                self._problem(post, "diff sizes", exc)
+            self._sleep(stop, self._next_due())
 
     def _run_radar(self, post: Post) -> None:
         """Conflict radar after a recompute; posts :class:`ConflictMarks` only when the marks changed."""
@@ -440,20 +632,4 @@ class DiffFeed(_Feed):
             post(ConflictMarks(marks))
 
     def close(self) -> None:
-        obs, self._observer = self._observer, None
-        self._watches.clear()
-        if obs is not None:
-            try:
-                obs.stop()
-            except Exception:
-                pass
-
-
-class _Handler:
-    """A minimal watchdog handler (duck-typed: watchdog only calls ``dispatch``)."""
-
-    def __init__(self, feed: DiffFeed):
-        self.feed = feed
-
-    def dispatch(self, event: Any) -> None:
-        self.feed.on_fs_event(event)
+        """Nothing to release (kept for callers of the watching version)."""

@@ -1,12 +1,15 @@
-"""Token usage for the deck's header and list, read in a worker every few seconds.
+"""Token usage for the deck's header and list, read in a worker while it can change.
 
-Uses :func:`agentdeck.usage.usage_for`. The engine keeps a cache of what it already parsed, so a tick re-reads only
-transcripts that grew.
+Uses :func:`agentdeck.usage.usage_for`. The engine keeps a cache of what it already parsed, so a pass re-reads only
+transcripts that grew.  Tokens grow only while an agent works: a pass every *interval* seconds then; for the five
+minutes after the last turn ended (the "last 5 minutes" rate still moves) every *settling* seconds; after that
+none until :meth:`UsageFeed.poke` (the deck pokes it when the agents' rows change).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -55,12 +58,32 @@ def read_usage(deck: Any) -> UsageSummary:
     return UsageSummary(tokens, tpm, cost)
 
 
-class UsageFeed:
-    """Posts :class:`UsageUpdated` when the numbers changed; one pass every *interval* seconds."""
+#: The widest window a shown rate covers: after it, numbers of agents that stopped no longer move.
+RATE_WINDOW_S = 300.0
 
-    def __init__(self, pool: Any, interval: float = 5.0, reader: Callable[[Any], UsageSummary] = read_usage):
+
+def next_pass_in(deck: Any, interval: float, settling: float, now: float | None = None) -> float | None:
+    """Seconds until the next pass: *interval* while an agent works (or starts), *settling* within
+    :data:`RATE_WINDOW_S` of the last status change, None (until poked) after that."""
+    now = time.time() if now is None else now
+    last = 0.0
+    for _, one in plain_decks(deck):
+        for rec in one.store.list_agents():
+            if rec.status in ("working", "starting"):
+                return interval
+            last = max(last, float(rec.status_at or 0.0))
+    return settling if now - last < RATE_WINDOW_S else None
+
+
+class UsageFeed:
+    """Posts :class:`UsageUpdated` when the numbers changed; a pass every *interval* seconds while an
+    agent works (see the module docstring for the rest)."""
+
+    def __init__(self, pool: Any, interval: float = 5.0, reader: Callable[[Any], UsageSummary] = read_usage,
+                 settling: float = 30.0):
         self.pool = pool
         self.interval = interval
+        self.settling = settling
         self.reader = reader
         self.wake = threading.Event()
         self.passes = 0
@@ -83,5 +106,9 @@ class UsageFeed:
                 self.error = f"{type(exc).__name__}: {exc}"
             if stop.is_set():
                 return
-            self.wake.wait(self.interval)
+            try:
+                wait = next_pass_in(self.pool.get(), self.interval, max(self.interval, self.settling))
+            except Exception:
+                wait = self.interval
+            self.wake.wait(wait)
             self.wake.clear()

@@ -153,6 +153,8 @@ class MainScreen(Screen):
             if name not in self.by_name:
                 del self.sizes[name]
         self.diff_feed.track(self.rows)
+        if self.usage_feed is not None:
+            self.usage_feed.poke()  # tokens move with the agents (it sleeps while none works)
         if not first:
             started_waiting = [r.name for r in self.rows
                                if r.waiting and (r.name not in before or not before[r.name].waiting)]

@@ -2,12 +2,16 @@
 
 They let an orchestrator agent run sub-agents through the same facade as the
 CLI: list agents, spawn one, send it text, read its status and screen, see its
-diff, wait for it.  Registered as one tool group of :mod:`agentdeck.mcp_server`.
+diff, wait for it.  Registered as one tool group of :mod:`agentdeck.mcp.server`
+(``TOOL_GROUPS``): the same server and the same tokens as the memory tools; a spawn is
+recorded as made by the caller (the token's agent over HTTP).
 """
 
 # No "from __future__ import annotations": the MCP SDK reads the annotations at runtime.
 
 from typing import Annotated, Any
+
+from agentdeck.mcp.context import tool_errors
 
 STATUS_LIST = "starting, working, waiting, idle, exited"
 
@@ -17,8 +21,6 @@ def register_deck_tools(server: Any, context: Any) -> None:
         return
     from mcp_types import ToolAnnotations
     from pydantic import Field
-
-    from agentdeck.mcp_server import tool_errors
 
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
     acting = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
@@ -41,7 +43,7 @@ def register_deck_tools(server: Any, context: Any) -> None:
         from agentdeck.deck import AgentView
 
         rec = context.deck.new(name, agent or None, prompt, base or None)
-        context.deck.store.add_event(rec.name, "spawned", "mcp", detail={"by": context.agent})
+        context.deck.store.add_event(rec.name, "spawned", "mcp", detail={"by": context.current_agent})
         return AgentView(rec).to_json()
 
     @tool_errors

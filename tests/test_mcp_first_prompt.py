@@ -1,0 +1,64 @@
+"""The first prompt's rules, as pure functions over a real state store (the deck tests drive them
+through the watcher with a scripted CLI: tests/test_mcp_deck.py)."""
+
+from __future__ import annotations
+
+from agentdeck import paths
+from agentdeck.mcp import first_prompt
+from agentdeck.status import decide
+from agentdeck.store import AgentRecord, Store, utc_iso
+
+
+def state(changed_at: float, verdict: str = "", screen_hash: str = "h") -> dict:
+    return {"changed_at": changed_at, "verdict": verdict, "screen_hash": screen_hash}
+
+
+def test_ready_after_the_listing_once_the_screen_settles():
+    since, limit, listed = 100.0, 30.0, 105.0
+    ready = first_prompt._ready
+    assert not ready(state(105.2), "", listed, since, limit, 105.5)  # still redrawing
+    assert ready(state(105.2), "", listed, since, limit, 105.8)  # settled for 0.5 s
+    assert ready(state(106.0, "idle"), "idle", listed, since, limit, 106.1)  # idle a second after listing
+    assert not ready(state(105.9, "idle"), "idle", 105.9, since, limit, 106.0)
+    assert ready(state(110.9), "", listed, since, limit, 111.0)  # never settles: typed 5 s after the listing
+    # Not listed: only after the timeout, and then as soon as it looks ready.
+    assert ready(state(101.0), "", None, since, limit, 131.0)
+    assert not ready(state(130.9), "", None, since, limit, 131.0)
+    assert ready(state(144.9), "", None, since, limit, 145.1)  # long after the timeout: typed anyway
+    assert not ready(None, "", None, since, limit, 131.0)
+
+
+def test_a_pending_prompt_keeps_the_agent_starting_unless_it_waits():
+    class Adapter:
+        has_events, quiet_s = False, 1.0
+
+    rec = AgentRecord(name="a", slug="a", definition="claude", kind="claude", branch="b", base_branch="main",
+                      base_commit="0" * 40, worktree="/w", session="s", created_at=utc_iso(), prompt="p",
+                      extra={"pending_prompt": {"since": 1.0, "timeout": 30}})
+    assert decide(rec, Adapter(), "idle", 0.0, 10.0) is None
+    assert decide(rec, Adapter(), "", 0.0, 10.0) is None
+    assert decide(rec, Adapter(), "waiting", 0.0, 10.0) == "waiting"
+    rec.extra = {}
+    assert decide(rec, Adapter(), "idle", 0.0, 10.0) == "idle"
+
+
+def test_claim_takes_a_pending_prompt_once(git_repo):
+    repo = paths.find_repo(git_repo)
+    repo.ensure_state_dir()
+    store = Store(repo.db_path)
+    mark = {"since": 5.0, "timeout": 30.0}
+    store.insert_agent(AgentRecord(name="a", slug="a", definition="claude", kind="claude", branch="b",
+                                   base_branch="main", base_commit="0" * 40, worktree="/w", session="s",
+                                   created_at=utc_iso(), prompt="p", extra={"pending_prompt": mark, "keep": 1}))
+    assert not first_prompt.claim(store, "a", {"since": 6.0, "timeout": 30.0})  # another launch's mark
+    assert first_prompt.claim(store, "a", mark)
+    assert not first_prompt.claim(store, "a", mark)
+    assert store.get_agent("a").extra == {"keep": 1}
+    assert not first_prompt.claim(store, "gone", mark)
+    store.close()
+
+
+def test_still_typed_looks_at_the_last_lines_only():
+    screen = "❯ fix the bug\n" + "\n".join(f"line {i}" for i in range(20)) + "\n❯ \n"
+    assert not first_prompt._still_typed(screen, "fix the bug")
+    assert first_prompt._still_typed("header\n─────\n❯ fix the bug\n─────\n", "fix the bug")
