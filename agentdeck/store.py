@@ -191,6 +191,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")  # inside the try: a COMMIT that fails (a full disk) is rolled back too
     except BaseException:
         # After SQLITE_FULL (or an I/O error) SQLite may have rolled back already: a plain ROLLBACK would
         # then raise "no transaction is active" and hide the real error.
@@ -200,8 +201,6 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             except sqlite3.Error:
                 pass
         raise
-    else:
-        conn.execute("COMMIT")
 
 
 @dataclass

@@ -27,13 +27,13 @@ import os
 import re
 import sqlite3
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from agentdeck import fsutil
 from agentdeck.errors import Refused
+from agentdeck.store import transaction
 
 MIGRATIONS: list[str] = [
     # 1: documents (notes, journals, CORE) and their full text
@@ -405,24 +405,7 @@ class MemoryIndex:
         return int(self.conn.execute("SELECT count(*) FROM docs").fetchone()[0])
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT; on error, roll back what SQLite has not already rolled back.
-
-    (After SQLITE_FULL SQLite may end the transaction itself; a plain ROLLBACK
-    would then raise "no transaction is active" and hide the real error.)
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-        raise
+_transaction = transaction  # BEGIN IMMEDIATE ... COMMIT, rolled back on any error (agentdeck.store)
 
 
 # SQLite result codes (the low byte of sqlite_errorcode, Python 3.11+) of a damaged file.
