@@ -363,9 +363,13 @@ def decide(rec, adapter, verdict: str, changed_at: float, now: float) -> str | N
       quiet for ``quiet_s``.
     * An agent whose first prompt has not been typed yet (it waits for the agent's MCP client to
       list agentdeck's tools, :mod:`agentdeck.mcp.first_prompt`) stays ``starting`` unless the
-      screen shows it waiting: ``idle`` would tell a script its task is done before it began.
+      screen shows it waiting: ``idle`` would tell a script its task is done before it began;
+      so does one whose first prompt is being typed (:func:`agentdeck.mcp.first_prompt.typing`)
+      until the CLI shows it working (or waiting).
     """
     if rec.extra.get("pending_prompt") and verdict != "waiting":
+        return None
+    if verdict not in ("waiting", "working") and _prompt_typing(rec.extra, now):
         return None
     quiet = now - changed_at >= adapter.quiet_s
     if adapter.has_events and rec.status_source == "hook":
@@ -384,6 +388,18 @@ def decide(rec, adapter, verdict: str, changed_at: float, now: float) -> str | N
     if not quiet and rec.status == "starting" and not getattr(rec, "prompt", ""):
         return None  # still drawing itself, with nothing to work on yet: starting until its prompt shows
     return "idle" if quiet else "working"
+
+
+def _prompt_typing(extra: dict, now: float) -> bool:
+    from agentdeck.mcp.first_prompt import typing
+
+    return typing(extra, now)
+
+
+def _prompt_typing_ends(extra: dict) -> float:
+    from agentdeck.mcp.first_prompt import TYPING_HOLD_S
+
+    return float(extra["prompt_typing"]) + TYPING_HOLD_S
 
 
 def restart_pending(rec, pane, now: float) -> bool:
@@ -1013,13 +1029,15 @@ class Watcher:
             later.append(pane.changed_at + adapter.quiet_s + 0.001)
         if adapter.has_events and rec.status_source == "hook" and now - rec.status_at < HOOK_GRACE_S:
             later.append(rec.status_at + HOOK_GRACE_S + 0.001)
+        if _prompt_typing(rec.extra, now):  # the hold ends even if the screen never changes again
+            later.append(_prompt_typing_ends(rec.extra) + 0.001)
         if later:
             pane.check_at = min(pane.check_at or float("inf"), *later)
         state = (pane.screen_hash, pane.verdict, pane.changed_at)
         if state == pane.persisted:
             return None
         urgent = (pane.verdict != pane.persisted[1] or not capture or not changed
-                  or isinstance(rec.extra.get("pending_prompt"), dict))
+                  or isinstance(rec.extra.get("pending_prompt"), dict) or bool(rec.extra.get("prompt_typing")))
         if not urgent and now - pane.persisted_at < PERSIST_SCREEN_EVERY_S:
             pane.check_at = min(pane.check_at or float("inf"), pane.persisted_at + PERSIST_SCREEN_EVERY_S)
             return None

@@ -42,6 +42,24 @@ def test_a_pending_prompt_keeps_the_agent_starting_unless_it_waits():
     assert decide(rec, Adapter(), "idle", 0.0, 10.0) == "idle"
 
 
+def test_a_prompt_being_typed_keeps_the_agent_starting_until_the_cli_works():
+    """While the claimed prompt is typed the CLI still shows its own prompt: not ``idle``."""
+    class Adapter:
+        has_events, quiet_s = False, 1.0
+
+    rec = AgentRecord(name="a", slug="a", definition="codex", kind="codex", branch="b", base_branch="main",
+                      base_commit="0" * 40, worktree="/w", session="s", created_at=utc_iso(), prompt="p",
+                      extra={"prompt_typing": 100.0})
+    assert decide(rec, Adapter(), "idle", 90.0, 105.0) is None
+    assert decide(rec, Adapter(), "", 90.0, 105.0) is None
+    assert decide(rec, Adapter(), "working", 90.0, 105.0) == "working"
+    assert decide(rec, Adapter(), "waiting", 90.0, 105.0) == "waiting"
+    # a watcher killed mid-typing holds it for TYPING_HOLD_S at most
+    assert decide(rec, Adapter(), "idle", 90.0, 100.0 + first_prompt.TYPING_HOLD_S) == "idle"
+    rec.extra = {"prompt_typing": None}  # the typing thread finished
+    assert decide(rec, Adapter(), "idle", 90.0, 105.0) == "idle"
+
+
 def test_claim_takes_a_pending_prompt_once(git_repo):
     repo = paths.find_repo(git_repo)
     repo.ensure_state_dir()
@@ -51,9 +69,9 @@ def test_claim_takes_a_pending_prompt_once(git_repo):
                                    base_branch="main", base_commit="0" * 40, worktree="/w", session="s",
                                    created_at=utc_iso(), prompt="p", extra={"pending_prompt": mark, "keep": 1}))
     assert not first_prompt.claim(store, "a", {"since": 6.0, "timeout": 30.0})  # another launch's mark
-    assert first_prompt.claim(store, "a", mark)
+    assert first_prompt.claim(store, "a", mark, now=7.0)
     assert not first_prompt.claim(store, "a", mark)
-    assert store.get_agent("a").extra == {"keep": 1}
+    assert store.get_agent("a").extra == {"keep": 1, "prompt_typing": 7.0}
     assert not first_prompt.claim(store, "gone", mark)
     store.close()
 

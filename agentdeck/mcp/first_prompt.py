@@ -21,8 +21,11 @@ HTTP server, the adapter leaves the prompt out of the argv
   wait), typed after the timeout (with the reason), Enter pressed again, dropped because the
   agent exited.
 
-A claim in one transaction removes the mark before typing, so two watchers (a hand-over)
-never type it twice.  Standard library and the state store only.
+A claim in one transaction swaps the mark for ``extra["prompt_typing"]`` (the time it was
+claimed) before typing, so two watchers (a hand-over) never type it twice; the agent still reads
+``starting`` while the prompt is being typed and submitted (the CLI sits at its own prompt
+meanwhile, which must not be recorded as ``idle``), until the typing thread clears the mark or
+:data:`TYPING_HOLD_S` has passed (a watcher killed mid-typing cannot hold the agent for ever).  Standard library and the state store only.
 """
 from __future__ import annotations
 
@@ -48,6 +51,14 @@ LATE_AFTER_LIST_S = 5.0
 PASTE_SHOWN_S = 3.0
 #: How long after typing the prompt may still sit in the input box before Enter is pressed again.
 SUBMIT_CHECK_S = 3.0
+#: The longest a claimed prompt being typed holds the agent at ``starting``.
+TYPING_HOLD_S = 20.0
+
+
+def typing(extra: dict[str, Any], now: float) -> bool:
+    """True while a claimed first prompt is being typed (and for at most :data:`TYPING_HOLD_S`)."""
+    at = extra.get("prompt_typing")
+    return isinstance(at, (int, float)) and 0 <= now - float(at) < TYPING_HOLD_S
 
 
 def timeout_s() -> float:
@@ -59,8 +70,9 @@ def timeout_s() -> float:
     return value if value > 0 else DEFAULT_TIMEOUT_S
 
 
-def claim(store: Any, name: str, pending: dict[str, Any]) -> bool:
-    """Remove *pending* from the agent's row if it is still there (one transaction); True if we did."""
+def claim(store: Any, name: str, pending: dict[str, Any], now: float | None = None) -> bool:
+    """Swap *pending* in the agent's row for the ``prompt_typing`` mark if it is still there (one
+    transaction); True if we did."""
     with transaction(store.conn) as c:
         row = c.execute("SELECT extra FROM agents WHERE name = ?", (name,)).fetchone()
         if row is None:
@@ -69,6 +81,7 @@ def claim(store: Any, name: str, pending: dict[str, Any]) -> bool:
         if not extra.get("pending_prompt") or extra["pending_prompt"] != pending:
             return False
         extra.pop("pending_prompt")
+        extra["prompt_typing"] = time.time() if now is None else now
         c.execute("UPDATE agents SET extra = ? WHERE name = ?", (json.dumps(extra), name))
     return True
 
@@ -88,7 +101,8 @@ def deliver(deck: Any, records: list[Any], now: float) -> list[str]:
         since = float(mark.get("since") or 0.0)
         limit = float(mark.get("timeout") or DEFAULT_TIMEOUT_S)
         if rec.status == "exited" or rec.kept:
-            if claim(deck.store, rec.name, mark):
+            if claim(deck.store, rec.name, mark, now):
+                _typed(deck, rec)
                 deck.store.add_event(rec.name, "prompt", "deck",
                                      detail={"dropped": "the agent exited before its first prompt was typed"})
             continue
@@ -116,7 +130,7 @@ def deliver(deck: Any, records: list[Any], now: float) -> list[str]:
             continue  # a dialog or a question: typed text could answer it
         if not _ready(state, verdict, listed_at, since, limit, now):
             continue
-        if not claim(deck.store, rec.name, mark):
+        if not claim(deck.store, rec.name, mark, now):
             continue
         if listed_at is not None:
             detail: dict[str, Any] = {"typed": "after tools/list", "waited_s": round(listed_at - since, 3),
@@ -142,15 +156,26 @@ def _ready(state: Any, verdict: str, listed_at: float | None, since: float, limi
 
 def _type_and_record(deck: Any, rec: Any, detail: dict[str, Any]) -> None:
     try:
-        io, adapter, head = _type(deck, rec)
-    except Exception as exc:  # the pane vanished meanwhile: say so, never retry into another launch
-        _event(deck, rec, {"error": f"could not type the first prompt: {exc}"})
-        return
-    _event(deck, rec, detail)
+        try:
+            io, adapter, head = _type(deck, rec)
+        except Exception as exc:  # the pane vanished meanwhile: say so, never retry into another launch
+            _event(deck, rec, {"error": f"could not type the first prompt: {exc}"})
+            return
+        _event(deck, rec, detail)
+        try:
+            if _enter_again_if_still_typed(io, adapter, head):
+                _event(deck, rec, {"enter_again": "the prompt still sat in the input box"})
+        except Exception:  # the pane is gone: its exit is recorded by the sampler
+            pass
+    finally:
+        _typed(deck, rec)
+
+
+def _typed(deck: Any, rec: Any) -> None:
+    """Typing is over: the screen decides the agent's status again."""
     try:
-        if _enter_again_if_still_typed(io, adapter, head):
-            _event(deck, rec, {"enter_again": "the prompt still sat in the input box"})
-    except Exception:  # the pane is gone: its exit is recorded by the sampler
+        deck.store.merge_extra(rec.name, prompt_typing=None)
+    except Exception:  # the row is gone (killed meanwhile)
         pass
 
 
