@@ -100,7 +100,7 @@ def run_checks(repo: str | None = None, fix: bool = False) -> list[dict[str, Any
             checks.extend(_merge_checks(deck, fix))
             # Agents and folders left by an interrupted `new`/`kill` (deck.stuck, issue 12), with their fix.
             for stuck in deck.stuck():
-                checks.append(_check(stuck["name"], "warn", stuck["detail"], stuck["fix"]))
+                checks.append(_check(stuck.name, "warn", stuck.detail, stuck.fix))
         from agentdeck.agents import get_adapter
 
         for definition in config.definitions():
@@ -118,7 +118,7 @@ def run_checks(repo: str | None = None, fix: bool = False) -> list[dict[str, Any
                 pass
             else:
                 checks.extend(doctor_checks(deck))
-            from agentdeck.mcp.service import doctor_checks as mcp_checks  # the MCP server (issue 15)
+            from agentdeck.mcp_link.service import doctor_checks as mcp_checks  # the MCP server (issue 15)
 
             checks.extend(mcp_checks(deck))
         from agentdeck.sandbox.doctor import doctor_checks as sandbox_checks  # bubblewrap (issue 14)

@@ -19,6 +19,7 @@ word it (:func:`disk_full` recognises a full disk, from the OS or SQLite).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import secrets
 import stat
@@ -267,7 +268,7 @@ class FileLock:
     name is replaced by a regular file, never followed, and nothing is written to it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0):
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
         self.path = os.fspath(path)
         self.timeout = timeout
         self._fd: int | None = None
@@ -277,8 +278,6 @@ class FileLock:
         return self._fd is not None
 
     def acquire(self, timeout: float | None = None) -> None:
-        import fcntl
-
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held by this FileLock")
         limit = self.timeout if timeout is None else timeout
@@ -314,7 +313,7 @@ class FileLock:
         if fd is not None:
             os.close(fd)  # closing the only descriptor releases the flock
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         self.acquire()
         return self
 

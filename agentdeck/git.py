@@ -1,19 +1,30 @@
-"""git: the one module that talks to git for the engine (GitPython underneath).
+"""git: the one module that talks to git for the engine.
 
-Worktrees, branches, recovery refs.  Subsystems with larger git needs (review,
-research) run their commands through :func:`run` / :func:`repo` here, so every
-call shares the same error handling and environment.
+Every call is the ``git`` binary in a subprocess (:func:`run`, :func:`run_ok`, :func:`run_proc`):
+worktrees, refs, ``merge-tree``, temporary-index snapshots and the plumbing review needs are one
+short call each, and this module stays importable without any third-party package (the light CLI
+path imports it).  GitPython is used only through :func:`repo`, imported lazily, where walking a
+commit's tree object by object is clearer than parsing ``ls-tree`` (research's evaluation export);
+its import (~0.5 s measured here) keeps it off every latency-sensitive path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
+import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentdeck.errors import MissingTool, NotARepository, Refused, UsageError
+
+if TYPE_CHECKING:
+    import git as gitpython
 
 TRASH_PREFIX = "refs/agentdeck/trash/"
 MIN_GIT = (2, 38)
@@ -22,8 +33,7 @@ MIN_GIT = (2, 38)
 class GitError(Refused):
     """A git command failed (exit 1 unless re-raised as something else)."""
 
-    def __init__(self, args: list[str], returncode: int, stderr: str):
-        self.args_ = args
+    def __init__(self, args: list[str], returncode: int, stderr: str) -> None:
         self.returncode = returncode
         self.stderr = stderr.strip()
         super().__init__(f"git {' '.join(args)} failed: {self.stderr or f'exit {returncode}'}")
@@ -42,7 +52,7 @@ def run(cwd: Path | str, *args: str, check: bool = True, input: str | None = Non
     """Run ``git ARGS`` in *cwd*; return stdout (stripped of the trailing newline)."""
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=str(cwd), capture_output=True, text=True, env=_env(), input=input,
+            ["git", *_sandbox_guard(cwd), *args], cwd=str(cwd), capture_output=True, text=True, env=_env(), input=input,
         )
     except FileNotFoundError as exc:
         raise MissingTool("git is not installed; install git >= 2.38 and try again") from exc
@@ -55,38 +65,65 @@ def run_ok(cwd: Path | str, *args: str) -> bool:
     """True when ``git ARGS`` exits 0 (output discarded)."""
     try:
         return subprocess.run(
-            ["git", *args], cwd=str(cwd), capture_output=True, env=_env()
+            ["git", *_sandbox_guard(cwd), *args], cwd=str(cwd), capture_output=True, env=_env()
         ).returncode == 0
     except FileNotFoundError as exc:
         raise MissingTool("git is not installed; install git >= 2.38 and try again") from exc
 
 
-def repo(path: Path | str):
-    """A GitPython Repo for *path* (imported lazily: it costs start-up time)."""
-    import git as gitpython
+def run_proc(
+    cwd: Path | str, *args: str, env: dict[str, str] | None = None, input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``git ARGS`` and return the CompletedProcess (never raises on a non-zero exit).
+
+    For callers that need the exit status itself (``merge-tree --write-tree`` exits 1 on
+    conflicts) or extra environment (``GIT_INDEX_FILE`` for a temporary index,
+    ``GIT_AUTHOR_*`` when replaying commits).  Output is decoded as UTF-8 with
+    replacement characters, so patches of files in other encodings never raise.
+    """
+    full_env = _env()
+    if env:
+        full_env.update(env)
+    try:
+        return subprocess.run(
+            ["git", *_sandbox_guard(cwd), *args], cwd=str(cwd), capture_output=True, text=True, env=full_env,
+            input=input,
+            encoding="utf-8", errors="replace",
+        )
+    except FileNotFoundError as exc:
+        raise MissingTool("git is not installed; install git >= 2.38 and try again") from exc
+
+
+def repo(path: Path | str) -> gitpython.Repo:
+    """A GitPython Repo for *path* (imported here, not at the top: it costs ~0.5 s)."""
+    import git as gitpython  # lazy on purpose: see the module docstring
 
     return gitpython.Repo(str(path))
 
 
 def version() -> tuple[int, int]:
+    """git's (major, minor) version."""
     out = run(".", "--version")  # "git version 2.39.5"
     parts = out.split()[2].split(".")
     return int(parts[0]), int(parts[1])
 
 
-def repo_paths(cwd: Path):
-    """Resolve the main checkout, common dir and current toplevel for *cwd*."""
-    from agentdeck.paths import RepoPaths
+@dataclass(frozen=True)
+class Location:
+    """Where a repository is, as git reports it for a folder inside it."""
 
+    root: Path  # the main worktree's top level
+    common_dir: Path  # the git common directory (.git of the main checkout)
+
+
+def locate(cwd: Path) -> Location:
+    """The main checkout and common dir of the repository around *cwd* (one git call).
+
+    :func:`agentdeck.paths.find_repo` builds the repository's locations from this answer.
+    """
     if not cwd.is_dir():
         raise NotARepository(f"{cwd} is not a directory; run agentdeck inside a git repository")
-    try:
-        proc = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel", "--git-common-dir"],
-            cwd=str(cwd), capture_output=True, text=True, env=_env(),
-        )
-    except FileNotFoundError as exc:
-        raise MissingTool("git is not installed; install git >= 2.38 and try again") from exc
+    proc = run_proc(cwd, "rev-parse", "--show-toplevel", "--git-common-dir")
     if proc.returncode != 0:
         raise NotARepository(
             f"{cwd} is not inside a git repository; cd into one (or run `git init` and make a first commit)"
@@ -98,13 +135,14 @@ def repo_paths(cwd: Path):
     common_path = common_path.resolve()
     # The main worktree is the parent of the common dir for a normal repository.
     root = common_path.parent if common_path.name == ".git" else Path(toplevel).resolve()
-    return RepoPaths(root=root.resolve(), common_dir=common_path, cwd_toplevel=Path(toplevel).resolve())
+    return Location(root=root.resolve(), common_dir=common_path)
 
 
 def head_commit(cwd: Path | str, rev: str = "HEAD") -> str | None:
-    if not run_ok(cwd, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"):
-        return None
-    return run(cwd, "rev-parse", "--verify", f"{rev}^{{commit}}")
+    """The commit id *rev* names (a branch, tag, commit or ``HEAD``), or None (one git call)."""
+    proc = run_proc(cwd, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    out = proc.stdout.strip()
+    return out if proc.returncode == 0 and out else None
 
 
 def current_branch(cwd: Path | str) -> str | None:
@@ -148,7 +186,7 @@ def list_worktrees(cwd: Path | str) -> list[WorktreeInfo]:
     out = run(cwd, "worktree", "list", "--porcelain")
     items: list[WorktreeInfo] = []
     current: dict[str, str] = {}
-    for line in out.splitlines() + [""]:
+    for line in [*out.splitlines(), ""]:
         if not line:
             if current.get("worktree"):
                 branch = current.get("branch", "")
@@ -164,6 +202,14 @@ def list_worktrees(cwd: Path | str) -> list[WorktreeInfo]:
         key, _, value = line.partition(" ")
         current[key] = value
     return items
+
+
+def find_checkout(root: Path | str, branch: str) -> Path | None:
+    """The worktree that has *branch* checked out, if any."""
+    for info in list_worktrees(root):
+        if info.branch == branch:
+            return info.path
+    return None
 
 
 def add_worktree(cwd: Path | str, path: Path, branch: str, base_commit: str) -> None:
@@ -214,6 +260,36 @@ def prune_worktrees(cwd: Path | str) -> None:
 def commits_beyond(cwd: Path | str, branch: str, base_commit: str) -> int:
     out = run(cwd, "rev-list", "--count", f"{base_commit}..refs/heads/{branch}", check=False)
     return int(out) if out.isdigit() else 0
+
+
+def tree_of(cwd: Path | str, commit: str) -> str:
+    """The tree id of *commit*."""
+    return run(cwd, "rev-parse", f"{commit}^{{tree}}")
+
+
+def is_ancestor(cwd: Path | str, older: str, newer: str) -> bool:
+    return run_ok(cwd, "merge-base", "--is-ancestor", older, newer)
+
+
+def merge_base(cwd: Path | str, a: str, b: str) -> str | None:
+    out = run(cwd, "merge-base", a, b, check=False).strip()
+    return out.splitlines()[0] if out else None
+
+
+def changed_paths(cwd: Path | str, old: str, new: str) -> list[str]:
+    """Every path that differs between two tree-ishes (renames as delete + add)."""
+    out = run(cwd, "diff-tree", "-r", "--no-renames", "--name-only", "-z", old, new)
+    return [p for p in out.split("\0") if p]
+
+
+def commit_tree(cwd: Path | str, tree: str, parent: str | None, message: str,
+                env: dict[str, str] | None = None) -> str:
+    """A new commit of *tree* on *parent* (none: a root commit), referenced by nothing."""
+    args = ["commit-tree", tree, *(["-p", parent] if parent else []), "-m", message]
+    proc = run_proc(cwd, *args, env=env)
+    if proc.returncode != 0:
+        raise GitError(args, proc.returncode, proc.stderr)
+    return proc.stdout.strip()
 
 
 def status_porcelain(worktree: Path | str, ignore: set[str] | None = None, untracked: bool = True) -> list[str]:
@@ -281,65 +357,113 @@ def list_recovery_refs(cwd: Path | str) -> list[dict[str, str]]:
     return refs
 
 
-# --------------------------------------------------------------------------- added by review (issue 5)
-def run_proc(
-    cwd: Path | str, *args: str, env: dict[str, str] | None = None, input: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``git ARGS`` and return the CompletedProcess (never raises on a non-zero exit).
+# --------------------------------------------------------------------------- snapshots of a worktree
+@dataclass
+class Snapshot:
+    """A worktree's state on disk: HEAD plus every change (untracked included)."""
 
-    For callers that need the exit status itself (``merge-tree --write-tree`` exits 1 on
-    conflicts) or extra environment (``GIT_INDEX_FILE`` for a temporary index,
-    ``GIT_AUTHOR_*`` when replaying commits).  Output is decoded as UTF-8 with
-    replacement characters, so patches of files in other encodings never raise.
+    tree: str
+    head: str | None  # None on an unborn branch
+    dirty: bool  # the tree differs from HEAD's
+    commit: str | None = None  # HEAD, or a commit of the tree on top of HEAD (when the caller made one)
+
+
+_counter = itertools.count()
+
+
+def _worktree_info(wt: Path) -> tuple[Path, str | None, str | None]:
+    """(index path, HEAD, HEAD's tree) in one git call when HEAD exists."""
+    proc = run_proc(wt, "rev-parse", "--git-path", "index", "HEAD", "HEAD^{tree}")
+    lines = proc.stdout.split("\n")
+    head: str | None
+    head_tree: str | None
+    if proc.returncode == 0 and len(lines) >= 3:
+        index, head, head_tree = Path(lines[0]), lines[1].strip(), lines[2].strip()
+    else:  # unborn branch (no commit yet)
+        index, head, head_tree = Path(run(wt, "rev-parse", "--git-path", "index")), None, None
+    if not index.is_absolute():
+        index = wt / index
+    return index, head, head_tree
+
+
+def snapshot(worktree: Path | str, exclude: set[str] | frozenset[str] | None = None) -> Snapshot:
+    """The tree of *worktree* as it is on disk now (tracked and untracked files), touching
+    nothing the agent can see: the one temporary-index snapshot (review, recovery refs, fork).
+
+    Files in *exclude* (copied setup files) keep their committed state (usually: absent).
+    ``git add -A`` runs on a private index (so git's stat cache makes it fast) and never takes
+    the worktree's own ``index.lock``.  The private index is kept beside the worktree's
+    (``agentdeck-review-idx-<key>.index`` in its git dir) and reused while the worktree's own
+    index and ignore files are unchanged, so files git would have to re-read on every call
+    (racily clean entries right after a checkout) are read once.  An unreadable file is
+    skipped rather than hiding every other change.
     """
-    full_env = _env()
-    if env:
-        full_env.update(env)
+    wt = Path(worktree)
+    index, head, head_tree = _worktree_info(wt)
+    gitdir = index.parent
+    private = gitdir / f"agentdeck-review-idx-{_index_key(index, wt)}.index"
+    tmp = gitdir / f"agentdeck-review-tmp-{os.getpid()}-{threading.get_ident()}-{next(_counter)}.index"
     try:
-        return subprocess.run(
-            ["git", *args], cwd=str(cwd), capture_output=True, text=True, env=full_env, input=input,
-            encoding="utf-8", errors="replace",
-        )
-    except FileNotFoundError as exc:
-        raise MissingTool("git is not installed; install git >= 2.38 and try again") from exc
+        for base in (private, index):
+            try:
+                shutil.copy2(base, tmp)  # keep the mtime: git's racy-clean check depends on it
+                break
+            except FileNotFoundError:
+                continue
+        env = {"GIT_INDEX_FILE": str(tmp)}
+        # Copied files that git ignores anyway make `add` exit 1 after adding the rest: accepted.
+        excludes = [f":(exclude,literal){p}" for p in sorted(exclude or ())]
+        proc = run_proc(wt, "--no-optional-locks", "add", "-A", "--ignore-errors", "--", ".", *excludes, env=env)
+        if proc.returncode not in (0, 1) or (proc.returncode == 1 and "fatal:" in proc.stderr):
+            raise Refused(f"could not read the worktree {wt}: {proc.stderr.strip() or 'git add failed'}")
+        proc = run_proc(wt, "write-tree", env=env)
+        if proc.returncode != 0:
+            raise Refused(f"could not snapshot the worktree {wt}: {proc.stderr.strip()}")
+        tree = proc.stdout.strip()
+        os.replace(tmp, private)  # the refreshed stat cache, for the next snapshot
+        for old in gitdir.glob("agentdeck-review-idx-*.index"):
+            if old != private:
+                old.unlink(missing_ok=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(str(tmp) + ".lock").unlink(missing_ok=True)
+    return Snapshot(tree=tree, head=head, dirty=head is None or tree != head_tree)
+
+
+def _index_key(index: Path, wt: Path) -> str:
+    """Changes whenever the worktree's index or its top-level ignore rules change."""
+    parts = []
+    for path in (index, wt / ".gitignore"):
+        try:
+            st = path.stat()
+            parts.append(f"{st.st_ino:x}.{st.st_size:x}.{st.st_mtime_ns:x}")
+        except OSError:
+            parts.append("0")
+    return hashlib.sha1("/".join(parts).encode()).hexdigest()[:16]
 
 
 def snapshot_commit(worktree: Path | str, parent: str, exclude: set[str] | None = None) -> str:
-    """A commit of *worktree*'s files (tracked and untracked) on top of *parent*, made through a
-    temporary index; the worktree and its index are untouched.  Returns *parent* when clean."""
-    if not status_porcelain(worktree, ignore=exclude):
+    """A commit of *worktree*'s files (tracked and untracked, see :func:`snapshot`) on top of
+    *parent*, with the user's identity; the worktree and its index are untouched.  Returns
+    *parent* when the files are *parent*'s."""
+    tree = snapshot(worktree, exclude).tree
+    if tree == tree_of(worktree, parent):
         return parent
-    index = Path(run(worktree, "rev-parse", "--git-path", "index"))
-    if not index.is_absolute():
-        index = Path(worktree) / index
-    tmp_index = index.with_name(f"agentdeck-snap-{os.getpid()}.index")
-    env = _env()
-    env["GIT_INDEX_FILE"] = str(tmp_index)
-    try:
-        for args in (["read-tree", parent], ["add", "-A", "."]):
-            subprocess.run(["git", *args], cwd=str(worktree), env=env, check=True, capture_output=True)
-        if exclude:
-            subprocess.run(["git", "rm", "-q", "--cached", "--ignore-unmatch", "--", *sorted(exclude)],
-                           cwd=str(worktree), env=env, check=True, capture_output=True)
-        tree = subprocess.run(["git", "write-tree"], cwd=str(worktree), env=env, check=True,
-                              capture_output=True, text=True).stdout.strip()
-    finally:
-        tmp_index.unlink(missing_ok=True)
-    return run(worktree, "commit-tree", tree, "-p", parent, "-m", "agentdeck: snapshot of uncommitted work")
+    return commit_tree(worktree, tree, parent, "agentdeck: snapshot of uncommitted work")
 
 
 def apply_snapshot(worktree: Path, base: str, snapshot: str) -> None:
     """Recreate the uncommitted work captured by :func:`snapshot_commit` as uncommitted work."""
-    patch = subprocess.run(["git", "diff", "--binary", base, snapshot], cwd=str(worktree), env=_env(),
+    guard = _sandbox_guard(worktree)
+    patch = subprocess.run(["git", *guard, "diff", "--binary", base, snapshot], cwd=str(worktree), env=_env(),
                            capture_output=True, check=True).stdout
     if patch:
-        proc = subprocess.run(["git", "apply", "--whitespace=nowarn", "-"], cwd=str(worktree), env=_env(),
+        proc = subprocess.run(["git", *guard, "apply", "--whitespace=nowarn", "-"], cwd=str(worktree), env=_env(),
                               input=patch, capture_output=True)
         if proc.returncode != 0:
             raise GitError(["apply"], proc.returncode, proc.stderr.decode(errors="replace"))
 
 
-# --------------------------------------------------------------------------- half-removed worktrees (issue 12)
 def snapshot_remains(common_dir: Path, folder: Path, parent: str, exclude: set[str] | None = None) -> str:
     """A commit over *parent* of the files still in *folder*, a worktree folder that is no longer a
     working worktree (a removal killed half way).  Added and changed files are captured; files
@@ -371,3 +495,13 @@ def snapshot_remains(common_dir: Path, folder: Path, parent: str, exclude: set[s
         return parent
     return run(common_dir, "commit-tree", tree, "-p", parent, "-m",
                "agentdeck: files left in a half-removed worktree")
+
+
+def _sandbox_guard(cwd: Path | str) -> list[str]:
+    """git's global options for a command in *cwd* when it lies in a sandboxed agent's worktree
+    (explicit ``--git-dir``/``--work-tree``, ``core.fsmonitor`` and hooks off, submodules
+    ignored: the worktree's files are the agent's), else ``[]``; see
+    :func:`agentdeck.sandbox.agent_bwrap.guard` (one ``stat`` per call when none is sandboxed)."""
+    from agentdeck.sandbox.agent_bwrap import guard
+
+    return guard(cwd)

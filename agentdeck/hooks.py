@@ -3,18 +3,22 @@
 Every Claude Code hook and every Codex ``notify`` call runs this, so it must
 start and finish quickly and never get in the agent's way:
 
-* standard library only (plus :mod:`agentdeck.store`, itself stdlib-only);
-  no config loading, no adapters, no tmux;
-* the payload comes from stdin (Claude Code, Gemini CLI) or the last argument
-  (Codex ``notify``);
+* standard library only (plus :mod:`agentdeck.store`, itself stdlib-only, when the
+  database's schema is not the one this code knows); no config loading, no
+  adapters, no tmux;
+* what is particular to a CLI lives in its folder's ``events.py``
+  (``agentdeck/agents/<kind>/events.py``, standard library only, imported alone):
+  ``EVENTS`` (event -> status, plain data), ``EVENT_KEY`` (the payload key naming the
+  event), ``PAYLOAD_IN_ARGV`` (the payload is the last argument, as Codex's ``notify``
+  gives it, rather than stdin) and optionally ``refine(...)`` (what depends on the
+  agent's row: Claude's conversation id, Codex's side threads).  A kind without that
+  module records its events and sets no status;
 * the agent is named by ``AGENTDECK_AGENT`` and its repository's state by
   ``AGENTDECK_STATE_DIR``, both set in every agent pane;
 * it records one ``hook`` event (a small subset of the payload) and, when the
   event implies a status, sets it with source ``hook``;
 * it always exits 0 and prints nothing: a failure goes to
   ``<state_dir>/logs/hooks.log``, never to the agent.
-
-The event -> status tables below are plain data: one per kind.
 """
 
 from __future__ import annotations
@@ -24,56 +28,39 @@ import os
 import sys
 import time
 
+TYPE_CHECKING = False  # not typing's: importing typing would cost every event
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import IO, Any
+
 ENV_STATE_DIR = "AGENTDECK_STATE_DIR"
 ENV_AGENT = "AGENTDECK_AGENT"
-
-#: Claude Code hook events -> status.  Callables decide from the payload.
-#: ``PermissionRequest`` fires the instant a permission dialog (or an
-#: AskUserQuestion question) appears; ``Notification permission_prompt`` only
-#: ~6 s later.  A user's "No" at the dialog fires no hook at all (the screen
-#: fills that gap).  ``SessionEnd`` sets nothing: liveness says ``exited``.
-CLAUDE_EVENTS: dict[str, object] = {
-    "UserPromptSubmit": "working",
-    "PreToolUse": lambda p: "waiting" if p.get("tool_name") == "AskUserQuestion" else "working",
-    "PostToolUse": "working",
-    "PostToolUseFailure": "working",
-    "PermissionRequest": "waiting",
-    "Notification": lambda p: {
-        "permission_prompt": "waiting",
-        "elicitation_dialog": "waiting",
-        "idle_prompt": "idle",
-    }.get(str(p.get("notification_type", ""))),
-    "Elicitation": "waiting",
-    "Stop": "idle",
-    "StopFailure": "idle",
-    "SessionStart": "first-idle",
-    "SessionEnd": None,
-}
-
-#: Codex ``notify`` program calls: argv ``codex notify '<json>'``; the JSON's
-#: ``type`` is the event.  Only ``agent-turn-complete`` exists today.
-CODEX_EVENTS: dict[str, object] = {
-    "agent-turn-complete": "idle",
-}
-
-#: Gemini CLI hook events (same stdin JSON convention as Claude Code).
-GEMINI_EVENTS: dict[str, object] = {
-    "BeforeAgent": "working",
-    "BeforeTool": "working",
-    "AfterTool": "working",
-    "Notification": lambda p: "waiting" if "permission" in str(p.get("notification_type", "")).lower() else None,
-    "AfterAgent": "idle",
-    "SessionStart": "first-idle",
-    "SessionEnd": None,
-}
-
-TABLES: dict[str, dict[str, object]] = {"claude": CLAUDE_EVENTS, "codex": CODEX_EVENTS, "gemini": GEMINI_EVENTS}
 
 #: Payload keys copied into the event's detail (everything else is dropped: prompts
 #: and tool inputs can be large or private).
 DETAIL_KEYS = (
     "tool_name", "notification_type", "session_id", "source", "reason", "error", "thread-id", "turn-id",
 )
+
+_EVENTS: dict[str, ModuleType | None] = {}  # kind -> its events module (None: the kind has none)
+
+
+def events_module(kind: str) -> ModuleType | None:
+    """``agentdeck.agents.<kind>.events`` (imported alone: its package ``__init__`` files are
+    light), or None for a kind without one."""
+    if kind in _EVENTS:
+        return _EVENTS[kind]
+    module = None
+    if kind.isidentifier():
+        name = f"agentdeck.agents.{kind}.events"
+        try:
+            __import__(name)  # not importlib: the hook path imports no more than it needs
+            module = sys.modules[name]
+        except ModuleNotFoundError as exc:
+            if exc.name not in (name, name.rpartition(".")[0]):
+                raise
+    _EVENTS[kind] = module
+    return module
 
 
 def main(argv: list[str]) -> int:
@@ -87,9 +74,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def read_payload(kind: str, args: list[str], stdin=None) -> dict:
-    """The event's JSON: the last argument for Codex, stdin for the others."""
-    if kind == "codex":
+def read_payload(kind: str, args: list[str], stdin: IO[str] | None = None) -> dict[str, Any]:
+    """The event's JSON: the last argument (Codex's ``notify``), else stdin."""
+    if getattr(events_module(kind), "PAYLOAD_IN_ARGV", False):
         raw = args[-1] if args else ""
     else:
         stream = stdin if stdin is not None else sys.stdin
@@ -107,21 +94,21 @@ def read_payload(kind: str, args: list[str], stdin=None) -> dict:
     return data if isinstance(data, dict) else {"value": data}
 
 
-def status_for(kind: str, event: str, payload: dict) -> str | None:
-    """The status an event implies by the table (``first-idle`` is resolved by the caller)."""
-    table = TABLES.get(kind)
-    if table is None:
+def status_for(kind: str, event: str, payload: dict[str, Any]) -> str | None:
+    """The status an event implies by the kind's table (``first-idle`` is resolved by :func:`decide`)."""
+    module = events_module(kind)
+    if module is None:
         return None
-    rule = table.get(event)
+    rule = module.EVENTS.get(event)
     if callable(rule):
         rule = rule(payload)
     return rule if isinstance(rule, str) else None
 
 
-def event_name(kind: str, args: list[str], payload: dict) -> str:
-    if kind == "codex":
-        return str(payload.get("type") or (args[0] if args else ""))
-    return str(payload.get("hook_event_name") or (args[0] if args else ""))
+def event_name(kind: str, args: list[str], payload: dict[str, Any]) -> str:
+    """The event: named by the payload (the kind's ``EVENT_KEY``), else by the first argument."""
+    key = getattr(events_module(kind), "EVENT_KEY", "hook_event_name")
+    return str(payload.get(key) or (args[0] if args else ""))
 
 
 SCHEMA_VERSION = 2  # agentdeck.store's schema this fast path writes (a test keeps them equal)
@@ -130,27 +117,24 @@ SCHEMA_VERSION = 2  # agentdeck.store's schema this fast path writes (a test kee
 class _Rec:
     """The few columns of an agent row the decision needs."""
 
-    __slots__ = ("name", "status", "status_source", "status_at", "session_id", "prompt", "launch_count")
+    __slots__ = ("launch_count", "name", "prompt", "session_id", "status", "status_at", "status_source")
 
-    def __init__(self, name, status, status_source, status_at, session_id, prompt, launch_count):
+    def __init__(self, name: str, status: str, status_source: str, status_at: float, session_id: str,
+                 prompt: str, launch_count: int) -> None:
         self.name, self.status, self.status_source, self.status_at = name, status, status_source, status_at
         self.session_id, self.prompt, self.launch_count = session_id, prompt, launch_count
 
 
-def decide(kind: str, event: str, payload: dict, rec, detail: dict) -> tuple[str | None, dict]:
+def decide(kind: str, event: str, payload: dict[str, Any], rec: Any,
+           detail: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """(status to set or None, agent columns to update) for one event of agent *rec*."""
     updates: dict[str, object] = {}
     status = status_for(kind, event, payload)
-    if kind == "codex":
-        status = _codex_filter(rec, payload, status, detail, updates)
-    elif status == "first-idle":
+    if status == "first-idle":
         status = _first_idle(rec, payload)
-    if kind == "claude" and not (event == "SessionStart" and payload.get("source") == "resume"):
-        # /clear starts a new conversation (restart resumes that one); a fork's SessionStart reports
-        # its source's id, its later events its own.
-        sid = payload.get("session_id")
-        if isinstance(sid, str) and sid and sid != rec.session_id:
-            updates["session_id"] = sid
+    refine = getattr(events_module(kind), "refine", None)
+    if refine is not None:
+        status = refine(rec, event, payload, status, detail, updates)
     return status, updates
 
 
@@ -173,7 +157,7 @@ def _run(argv: list[str], state_dir: str, agent: str, started: float) -> None:
     _record_fast(db_path, kind, agent, event, payload, detail, started)
 
 
-def _record_fast(db_path: str, kind: str, agent: str, event: str, payload: dict, detail: dict,
+def _record_fast(db_path: str, kind: str, agent: str, event: str, payload: dict[str, Any], detail: dict[str, Any],
                  started: float) -> None:
     """Plain sqlite3, one short transaction: importing agentdeck.store (dataclasses, typing,
     pathlib) would cost more than all the database work.  Falls back to the Store API when
@@ -223,7 +207,7 @@ def _record_fast(db_path: str, kind: str, agent: str, event: str, payload: dict,
         conn.close()
 
 
-def _record_with_store(db_path: str, kind: str, agent: str, event: str, payload: dict, detail: dict,
+def _record_with_store(db_path: str, kind: str, agent: str, event: str, payload: dict[str, Any], detail: dict[str, Any],
                        started: float) -> None:
     """The same through agentdeck.store (migrates the database if it is older)."""
     from agentdeck.store import Store
@@ -243,7 +227,7 @@ def _record_with_store(db_path: str, kind: str, agent: str, event: str, payload:
         store.close()
 
 
-def _first_idle(rec, payload: dict) -> str | None:
+def _first_idle(rec: Any, payload: dict[str, Any]) -> str | None:
     """SessionStart means idle only while nothing else happened since the (re)launch."""
     if rec.status != "starting":
         return None
@@ -252,44 +236,14 @@ def _first_idle(rec, payload: dict) -> str | None:
     return "idle"
 
 
-def _codex_filter(rec, payload: dict, status: str | None, detail: dict, updates: dict) -> str | None:
-    """Codex also reports turns of its side threads (the title it generates): only the
-    agent's own conversation counts.  Learns the conversation id on the way."""
-    thread = payload.get("thread-id")
-    if not isinstance(thread, str) or not thread:
-        return status
-    if rec.session_id:
-        if thread != rec.session_id:
-            detail["ignored"] = "other thread"
-            return None
-        return status
-    if codex_session_file(thread) is None:
-        detail["ignored"] = "no session file (side thread)"
-        return None
-    updates["session_id"] = thread
-    return status
-
-
-def codex_home() -> str:
-    return os.environ.get("CODEX_HOME") or os.path.join(os.path.expanduser("~"), ".codex")
-
-
-def codex_session_file(thread_id: str, home: str | None = None) -> str | None:
-    """The rollout file Codex keeps for a conversation (``sessions/YYYY/MM/DD/rollout-*-<id>.jsonl``)."""
-    import glob
-
-    root = os.path.join(home or codex_home(), "sessions")
-    matches = glob.glob(os.path.join(root, "*", "*", "*", f"rollout-*{thread_id}.jsonl"))
-    return matches[0] if matches else None
-
-
 def _log(state_dir: str, message: str, exc: BaseException | None = None) -> None:
     if not state_dir:
         return
     try:
         logs = os.path.join(state_dir, "logs")
         os.makedirs(logs, exist_ok=True)
-        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()} agent={os.environ.get(ENV_AGENT, '?')} {message}\n"
+        agent = os.environ.get(ENV_AGENT, "?")
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()} agent={agent} {message}\n"
         if exc is not None and not isinstance(exc, (LookupError, FileNotFoundError)):
             import traceback
 

@@ -3,6 +3,8 @@
 The watcher calls :class:`Notifier` after every pass with the statuses it sees,
 so notifications fire whether or not a deck is open.  (The terminal bell is
 the deck's job: only it owns a terminal.)  ``[notify]`` chooses the channels.
+A Notifier needs only the state store (to read statuses and record what it
+told) and the tmux server (for the status line), not the deck.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agentdeck.deck import Deck
+    from agentdeck.config import NotifySettings
+    from agentdeck.store import Store
+    from agentdeck.tmux import Tmux
 
 EVENTS = {
     "waiting": "needs you",
@@ -51,18 +55,21 @@ def desktop(title: str, body: str) -> bool:
 
 
 class Notifier:
-    def __init__(self, deck: "Deck"):
-        self.deck = deck
-        self.settings = deck.config.notify
+    """Tells the user about status changes through the channels *settings* (``[notify]``) turns on."""
+
+    def __init__(self, store: Store, tmux: Tmux, settings: NotifySettings):
+        self.store = store
+        self.tmux = tmux
+        self.settings = settings
         self.last: dict[str, str] | None = None
         self.last_status_line: str | None = None
 
     def update(self) -> None:
-        current = {r.name: r.status for r in self.deck.store.list_agents()}
+        current = {r.name: r.status for r in self.store.list_agents()}
         if self.last is not None and self.settings.desktop:
             for name, status in transitions(self.last, current):
                 desktop(f"agentdeck: {name}", f"{name} {EVENTS[status]}")
-                self.deck.store.add_event(name, "notify", "watcher", status=status, detail={"channel": "desktop"})
+                self.store.add_event(name, "notify", "watcher", status=status, detail={"channel": "desktop"})
         self.last = current
         if self.settings.tmux_status:
             self._status_line(current)
@@ -74,5 +81,5 @@ class Notifier:
         else:
             line = "agentdeck · detach: C-b d"
         if line != self.last_status_line:
-            self.deck.tmux.set_status_right(line)
+            self.tmux.set_status_right(line)
             self.last_status_line = line

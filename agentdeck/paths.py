@@ -6,15 +6,21 @@ fixture can isolate a whole run.  Per-repository state always lives under the
 git *common* directory (``git rev-parse --git-common-dir``), shared by the main
 checkout and every worktree and untouched by ``git clean -fdx``.
 
-This module runs ``git rev-parse`` only through :mod:`agentdeck.git`.
+This module runs ``git rev-parse`` only through :mod:`agentdeck.git`, which knows nothing
+of these locations: :func:`find_repo` builds them from what :func:`agentdeck.git.locate` says.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+
+from agentdeck import git
+from agentdeck.errors import NotARepository
 
 ENV_HOME = "AGENTDECK_HOME"
 # Set in every agent pane and hook: where the repository's state lives.
@@ -54,7 +60,6 @@ class RepoPaths:
 
     root: Path  # the main worktree's top level
     common_dir: Path  # the git common directory (.git of the main checkout)
-    cwd_toplevel: Path  # top level of the worktree the command runs in
 
     @property
     def state_dir(self) -> Path:
@@ -82,10 +87,6 @@ class RepoPaths:
         return self.state_dir / "research"
 
     @property
-    def repo_config_file(self) -> Path:
-        return self.root / CONFIG_FILENAME
-
-    @property
     def repo_id(self) -> str:
         """A short stable id: tmux session prefix and worktree folder key."""
         return hashlib.sha1(str(self.common_dir).encode()).hexdigest()[:6]
@@ -105,12 +106,9 @@ def find_repo(cwd: str | os.PathLike[str] | None = None) -> RepoPaths:
     Raises :class:`agentdeck.errors.NotARepository` outside a git repository, and in a bare
     one (it has no checkout to branch worktrees from).
     """
-    from agentdeck import git
-    from agentdeck.errors import NotARepository
-
     where = Path(cwd) if cwd else Path.cwd()
     try:
-        return git.repo_paths(where)
+        found = git.locate(where)
     except NotARepository:
         if where.is_dir() and git.run(where, "rev-parse", "--is-bare-repository", check=False) == "true":
             raise NotARepository(
@@ -118,6 +116,7 @@ def find_repo(cwd: str | os.PathLike[str] | None = None) -> RepoPaths:
                 "(`git clone` it, or `git worktree add ../work` and cd there)"
             ) from None
         raise
+    return RepoPaths(root=found.root, common_dir=found.common_dir)
 
 
 def slugify(name: str, max_len: int = 48) -> str:
@@ -127,9 +126,6 @@ def slugify(name: str, max_len: int = 48) -> str:
     where NFKD can, dropped otherwise; ``..``, ``/`` and shell metacharacters
     vanish.  Never empty: a name with nothing usable becomes ``agent-<hash>``.
     """
-    import re
-    import unicodedata
-
     normalized = unicodedata.normalize("NFKD", name)
     ascii_only = normalized.encode("ascii", "ignore").decode("ascii").lower()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_only).strip("-")

@@ -1,11 +1,11 @@
 """The state store: one SQLite database per repository, shared by every process.
 
-WAL mode, a busy timeout and short transactions make many concurrent writers
-(CLI calls, hook callbacks, the watcher, the deck, MCP servers) the normal case.
-The schema is versioned (``PRAGMA user_version``) with forward-only migrations.
-
-Only the standard library is used: ``agentdeck hook`` imports this module on
-every agent event and must start fast.
+WAL mode, a busy timeout and short transactions (:mod:`agentdeck.db`, which every
+database of agentdeck opens through) make many concurrent writers (CLI calls,
+hook callbacks, the watcher, the deck, MCP servers) the normal case.  The schema
+is versioned (``PRAGMA user_version``) with forward-only migrations
+(:data:`MIGRATIONS`).  Only the standard library is used: the light commands
+read this module's tables.
 
 Faults (issue 12):
 
@@ -30,16 +30,22 @@ import functools
 import json
 import os
 import sqlite3
+import threading
 import time
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
+from agentdeck import db
+from agentdeck.db import BUSY_TIMEOUT_MS, file_identity, is_corruption, transaction
 from agentdeck.errors import Refused
 
-BUSY_TIMEOUT_MS = 30_000
+__all__ = [
+    "ADOPT_PENDING", "BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "STATUSES", "AgentRecord", "CorruptState",
+    "Store", "connect", "file_identity", "is_corruption", "transaction", "utc_iso",
+]
 
 STATUSES = ("starting", "working", "waiting", "idle", "exited")
 
@@ -116,32 +122,6 @@ class CorruptState(Refused):
         super().__init__(f"state database {self.path} is corrupt; run `agentdeck doctor --fix`")
 
 
-# SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
-_CORRUPT_CODES = (11, 26)
-
-
-def is_corruption(exc: BaseException) -> bool:
-    """True when *exc* says the database file itself is damaged (not busy, not locked, not full)."""
-    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(
-        exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
-    ):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    if code is not None:
-        return code & 0xFF in _CORRUPT_CODES
-    text = str(exc).lower()
-    return "malformed" in text or "not a database" in text or "corrupt" in text
-
-
-def file_identity(path: Path | str) -> tuple[int, int] | None:
-    """(device, inode) of the file at *path*, or None when there is none."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
 def utc_iso(ts: float | None = None) -> str:
     return datetime.fromtimestamp(ts if ts is not None else time.time(), tz=timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
@@ -149,58 +129,8 @@ def utc_iso(ts: float | None = None) -> str:
 
 
 def connect(path: Path | str, migrations: list[str] | None = None) -> sqlite3.Connection:
-    """Open (creating and migrating) a database in WAL mode with a busy timeout.
-
-    *migrations* defaults to this module's; other subsystems (the research
-    ledger) pass their own list and get the same guarantees.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    _migrate(conn, MIGRATIONS if migrations is None else migrations)
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection, migrations: list[str]) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version >= len(migrations):
-        return
-    # BEGIN IMMEDIATE serialises concurrent first-time creators.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for number in range(version, len(migrations)):
-            for statement in migrations[number].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        conn.execute(f"PRAGMA user_version={len(migrations)}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A short write transaction (BEGIN IMMEDIATE: fail fast into the busy handler)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")  # inside the try: a COMMIT that fails (a full disk) is rolled back too
-    except BaseException:
-        # After SQLITE_FULL (or an I/O error) SQLite may have rolled back already: a plain ROLLBACK would
-        # then raise "no transaction is active" and hide the real error.
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-        raise
+    """:func:`agentdeck.db.connect` with this module's :data:`MIGRATIONS` unless *migrations* are given."""
+    return db.connect(path, MIGRATIONS if migrations is None else migrations)
 
 
 @dataclass
@@ -226,7 +156,7 @@ class AgentRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "AgentRecord":
+    def from_row(cls, row: sqlite3.Row) -> AgentRecord:
         data = dict(row)
         data["kept"] = bool(data["kept"])
         data["extra"] = json.loads(data.get("extra") or "{}")
@@ -245,13 +175,11 @@ class Store:
     """
 
     def __init__(self, path: Path | str):
-        import threading
-
         self.path = Path(path)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        self.conn  # create (and migrate) now, so errors surface at open
+        _ = self.conn  # create (and migrate) now, so errors surface at open
         self._identity = self._local.identity  # the file this Store started with
 
     @property
@@ -492,7 +420,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _corruption_guard(method: _F) -> _F:
     @functools.wraps(method)
-    def guarded(self: "Store", *args: Any, **kwargs: Any) -> Any:
+    def guarded(self: Store, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as exc:

@@ -41,4 +41,28 @@ class AgentView:
             "kept": r.kept,
             "session_id": r.session_id or None,
             "tmux_session": r.session,
+            **sandbox_fields(r.extra),
         }
+
+
+def sandbox_fields(extra: dict[str, Any] | None) -> dict[str, Any]:
+    """``sandbox`` (``none``/``agent``/``bwrap``), ``autonomy`` (``ask``/``auto``) and ``network``
+    of an agent, as recorded at ``new`` in ``extra["sandbox"]`` (issue 17; read here without
+    importing :mod:`agentdeck.sandbox.agent_mode`, which :func:`~agentdeck.sandbox.agent_mode.recorded`
+    mirrors: agents made before sandboxes read as ``none``/``ask``)."""
+    raw = (extra or {}).get("sandbox")
+    raw = raw if isinstance(raw, dict) else {}
+    return {"sandbox": str(raw.get("mode") or "none"), "autonomy": str(raw.get("autonomy") or "ask"),
+            "network": bool(raw.get("network", True))}
+
+
+def sandbox_label(fields: dict[str, Any]) -> str:
+    """``none``, ``agent``, ``bwrap/auto``, ``bwrap/auto/offline``: the SANDBOX column of ``ls`` and
+    the deck, from :func:`sandbox_fields` (or an ``ls --json`` row)."""
+    mode = fields.get("sandbox") or "none"
+    parts = [mode]
+    if fields.get("autonomy") == "auto":
+        parts.append("auto")
+    if fields.get("network") is False and mode != "none":
+        parts.append("offline")
+    return "/".join(parts)

@@ -102,7 +102,7 @@ def main() -> None:
     tmp = isolate()
     work = Path(tempfile.mkdtemp(prefix="adbench-cluster-"))
     from agentdeck.config import ResearchSettings
-    from agentdeck.research.executors.base import get_executor
+    from agentdeck.research.executors import get_executor
 
     results: dict[str, list[dict[str, float]]] = {}
     notes: dict[str, str] = {}

@@ -418,7 +418,7 @@ def bench_new(tmp: Path, rounds: int) -> dict:
     from support import make_repo, run_cli
 
     from agentdeck import paths
-    from agentdeck.mcp import service
+    from agentdeck.mcp_link import service
     from agentdeck.store import Store
 
     sleeper = f"{sys.executable} -c 'import time; time.sleep(600)'"

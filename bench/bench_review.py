@@ -95,9 +95,7 @@ def main() -> None:
 def measure(label, root, names, sides, radar, diff_size, compute_diff) -> None:
     from agentdeck.review import _git
 
-    for cached in (_git._merge_tree_cached, _git._merge_base_cached, _git._changed_paths_cached,
-                   _git._tree_of_cached):
-        cached.cache_clear()  # as in a fresh process
+    _git.clear_caches()  # as in a fresh process
     times = []
     entries = []
     for _ in range(ROUNDS):

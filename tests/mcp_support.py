@@ -8,14 +8,16 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
+
+from support import retry_until
 
 from agentdeck import paths
-from agentdeck.mcp import auth, service
+from agentdeck.mcp_link import auth, service
 from agentdeck.store import AgentRecord, Store, utc_iso
-from support import retry_until
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}

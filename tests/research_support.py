@@ -176,10 +176,17 @@ class ScriptedProposer:
         return Proposal(desc, {"script": True})
 
 
+def _open_deck(repo: Path):
+    from agentdeck.deck import Deck
+
+    return Deck.open(repo)
+
+
 def research_for(repo: Path):
+    """The repository's Research, with the deck as its agent runner (as ``deck.research`` has)."""
     from agentdeck.research import Research
 
-    return Research.open(repo)
+    return Research.open(repo, runners=lambda: _open_deck(repo))
 
 
 def by_desc(status: dict[str, Any], desc: str, kind: str = "proposal") -> dict[str, Any]:

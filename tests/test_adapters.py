@@ -11,7 +11,7 @@ import pytest
 
 from agentdeck.agents import adapter_class, get_adapter
 from agentdeck.agents.base import LaunchContext
-from agentdeck.agents import claude as claude_mod
+from agentdeck.agents.claude import adapter as claude_mod
 from agentdeck.config import AgentDef, Config
 
 SCREENS = Path(__file__).resolve().parent / "fixtures" / "screens"
@@ -27,8 +27,8 @@ def adapter(kind: str, **agent_def):
 def context(tmp_path: Path, **kw) -> LaunchContext:
     worktree = tmp_path / "wt"
     worktree.mkdir(exist_ok=True)
-    defaults = dict(name="north star", worktree=worktree, start_dir=worktree, state_dir=tmp_path / "state",
-                    repo_root=tmp_path / "repo", prompt="fix the bug", hook_command=list(HOOK))
+    defaults = {"name": "north star", "worktree": worktree, "start_dir": worktree, "state_dir": tmp_path / "state",
+                "repo_root": tmp_path / "repo", "prompt": "fix the bug", "hook_command": list(HOOK)}
     defaults.update(kw)
     return LaunchContext(**defaults)
 
@@ -60,6 +60,29 @@ def test_every_builtin_kind_has_an_adapter(kind):
     a = get_adapter(kind, Config())
     assert a.kind == kind
     assert a.command_argv()[0] == a.binary
+
+
+def test_each_cli_is_one_folder_and_one_registry_line():
+    from agentdeck.agents import ADAPTERS, usage_source
+
+    for kind, target in ADAPTERS.items():
+        assert target.startswith(f"agentdeck.agents.{kind}.adapter:"), target
+        cls = adapter_class(kind)
+        assert cls.kind == kind and cls.__module__ == f"agentdeck.agents.{kind}.adapter"
+        # A screen table of its own, or (generic) the definition's patterns.
+        assert cls.SCREEN_RULES or kind == "generic"
+    assert {k for k in ADAPTERS if usage_source(k) is not None} == {"claude", "codex"}
+    assert usage_source("nosuchkind") is None
+
+
+def test_the_generic_table_comes_from_the_definition_patterns():
+    a = adapter("generic", waiting_pattern=r"\(y/n\)", working_pattern="busy", idle_pattern=r"^\$ ?$")
+    assert [(r.status, r.lines) for r in a.screen_rules] == [("waiting", 0), ("working", 0), ("idle", 5)]
+    assert a.classify("x\nbusy\ncontinue? (y/n)").status == "waiting"  # the first row wins
+    assert a.classify("busy\n$ ").status == "working"
+    assert a.classify("$ \n" + "out\n" * 5).status is None  # idle only in the last 5 lines
+    assert a.classify("out\n$ \n\n\n").status == "idle"
+    assert adapter("generic").classify("anything").status is None  # no patterns: no verdict
 
 
 # ---------------------------------------------------------------------- Claude Code
@@ -248,7 +271,8 @@ def _rollout(codex_home: Path, sid: str, cwd: Path, stamp: str = "2026-11-26T05-
     day = codex_home / "sessions" / "2026" / "11" / "26"
     day.mkdir(parents=True, exist_ok=True)
     path = day / f"rollout-{stamp}-{sid}.jsonl"
-    meta = {"timestamp": "x", "type": "session_meta", "payload": {"id": sid, "cwd": str(cwd), "originator": "codex-tui"}}
+    payload = {"id": sid, "cwd": str(cwd), "originator": "codex-tui"}
+    meta = {"timestamp": "x", "type": "session_meta", "payload": payload}
     path.write_text(json.dumps(meta) + "\n" + json.dumps({"type": "event_msg"}) + "\n")
     return path
 

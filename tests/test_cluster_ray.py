@@ -53,7 +53,7 @@ def settings(address: str = "", **ray):
 
 
 def executor(address: str = "", **ray):
-    from agentdeck.research.executors.base import get_executor
+    from agentdeck.research.executors import get_executor
 
     ex = get_executor("ray", settings(address, **ray))
     ex.LOG_INTERVAL_S = 0.2

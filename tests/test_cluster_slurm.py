@@ -36,7 +36,7 @@ def settings(**slurm):
 
 
 def executor(**slurm):
-    from agentdeck.research.executors.base import get_executor
+    from agentdeck.research.executors import get_executor
 
     ex = get_executor("slurm", settings(**slurm))
     ex.QUERY_INTERVAL_S = 0.2

@@ -7,10 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from agentdeck import config as cfg
+from agentdeck.config import loader
 from agentdeck.errors import ConfigError
-from support import ROOT
 
 
 def write(path: Path, text: str) -> Path:
@@ -63,7 +64,7 @@ def test_errors_name_file_key_line_and_expectation(tmp_path, text, expect):
 
 def test_example_config_documents_every_key_and_is_valid():
     text = (ROOT / ".agentdeck.toml").read_text()
-    cfg._validate_file(ROOT / ".agentdeck.toml")
+    loader._validate_file(ROOT / ".agentdeck.toml")
     for section, cls in cfg.SECTIONS.items():
         for field in dataclasses.fields(cls):
             if dataclasses.is_dataclass(field.type) or field.name in ("ray", "slurm"):

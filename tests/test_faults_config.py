@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Union, get_args, get_origin, get_type_hints
 
 import pytest
+from support import git, run_cli
 
 from agentdeck import config as cfg
+from agentdeck.config import loader
 from agentdeck.errors import ConfigError
-from support import git, run_cli
 
 
 def write_config(repo: Path, text: str) -> Path:
@@ -156,7 +157,7 @@ def test_every_number_declares_its_rule_and_every_default_respects_it():
             if rule is not None:
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 try:
-                    cfg._Loader(Path("<defaults>"), "").check(f"{section}.{f.name}", rule, default)
+                    loader._Loader(Path("<defaults>"), "").check(f"{section}.{f.name}", rule, default)
                 except ConfigError as exc:
                     broken.append(str(exc))
     assert not unruled, f"number settings without a rule (config.setting): {unruled}"

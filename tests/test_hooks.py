@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from agentdeck import hooks, store as store_mod
-from agentdeck.store import AgentRecord, Store, utc_iso
 from support import run_cli
+
+from agentdeck import hooks
+from agentdeck import store as store_mod
+from agentdeck.store import AgentRecord, Store, utc_iso
 
 SID = "0b5e2c1e-1111-4222-8333-944455556666"
 THREAD = "01a21663-fd10-7a63-a6ea-d1c3a9df70a2"
@@ -267,7 +268,40 @@ def test_the_hook_path_imports_nothing_heavy(tmp_path):
                           capture_output=True, text=True, env=env, timeout=60)
     modules = set(json.loads(proc.stdout))
     agentdeck_modules = {m for m in modules if m.startswith("agentdeck")}
-    assert agentdeck_modules <= {"agentdeck", "agentdeck.cli", "agentdeck.hooks"}, agentdeck_modules
-    for heavy in ("textual", "libtmux", "git", "rich", "anthropic", "openai", "dataclasses", "agentdeck.store"):
+    # The kind's own event table, imported alone through two import-free package __init__ files.
+    assert agentdeck_modules <= {"agentdeck", "agentdeck.cli", "agentdeck.hooks", "agentdeck.agents",
+                                 "agentdeck.agents.claude", "agentdeck.agents.claude.events"}, agentdeck_modules
+    for heavy in ("textual", "libtmux", "git", "rich", "anthropic", "openai", "dataclasses", "agentdeck.store",
+                  "agentdeck.config", "agentdeck.agents.base"):
         assert heavy not in modules, heavy
     assert status(state_dir) == ("idle", "hook")
+
+
+def test_every_cli_event_table_is_light_and_complete():
+    """Each CLI's events.py (agents/<kind>/events.py) loads under `python -S` with nothing of agentdeck
+    but its two package __init__ files, and gives the hook path what it reads."""
+    import subprocess
+
+    from agentdeck.agents import ADAPTERS
+
+    root = Path(__file__).resolve().parent.parent
+    kinds = [k for k in ADAPTERS if (root / "agentdeck" / "agents" / k / "events.py").exists()]
+    assert {"claude", "codex", "gemini"} <= set(kinds)
+    code = (
+        "import sys, json; before = set(sys.modules); kind = sys.argv[1]; "
+        "m = __import__(f'agentdeck.agents.{kind}.events', fromlist=['EVENTS']); "
+        "print(json.dumps({'new': sorted(set(sys.modules) - before), 'key': m.EVENT_KEY, "
+        "'argv': m.PAYLOAD_IN_ARGV, 'events': sorted(m.EVENTS)}))"
+    )
+    for kind in kinds:
+        proc = subprocess.run([sys.executable, "-S", "-c", code, kind], capture_output=True, text=True,
+                              env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)
+        ours = {m for m in got["new"] if m.startswith("agentdeck")}
+        assert ours == {"agentdeck", "agentdeck.agents", f"agentdeck.agents.{kind}",
+                        f"agentdeck.agents.{kind}.events"}, (kind, ours)
+        assert not {"typing", "re", "dataclasses", "importlib"} & set(got["new"]), (kind, got["new"])
+        assert got["events"] and isinstance(got["key"], str) and isinstance(got["argv"], bool)
+    # A kind without a table records its events and sets no status.
+    assert hooks.events_module("generic") is None and hooks.events_module("../x") is None

@@ -18,11 +18,11 @@ import anyio
 import pytest
 from mcp_support import http_session, kill_server, post
 from memory_support import _no_memory_env  # noqa: F401
+from support import make_repo, retry_until, run_cli
 
 from agentdeck import paths
-from agentdeck.mcp import auth, service
+from agentdeck.mcp_link import auth, service
 from agentdeck.store import Store
-from support import make_repo, retry_until, run_cli
 
 FAKE_CLI = Path(__file__).resolve().parent / "fake_mcp_cli.py"
 pytestmark = pytest.mark.timeout(120)

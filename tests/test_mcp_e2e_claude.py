@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from mcp_support import kill_server
 from memory_support import _no_memory_env  # noqa: F401
-
-from agentdeck import paths
-from agentdeck.mcp import service
-from agentdeck.store import Store
 from realcli_support import claude_env, require_cli, seed_claude_home, write_agent_config
 from stubs.anthropic_stub import AnthropicStub, Reply
 from support import retry_until, run_cli
+
+from agentdeck import paths
+from agentdeck.mcp_link import service
+from agentdeck.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.realcli, pytest.mark.timeout(240)]
 

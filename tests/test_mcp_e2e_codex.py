@@ -16,13 +16,13 @@ import pytest
 import test_memory_e2e_codex as codex_e2e
 from mcp_support import kill_server
 from memory_support import _no_memory_env  # noqa: F401
-
-from agentdeck import paths
-from agentdeck.mcp import service
-from agentdeck.store import Store
 from realcli_support import codex_env, require_cli, seed_codex_home, write_agent_config
 from stubs.openai_stub import Reply
 from support import retry_until, run_cli
+
+from agentdeck import paths
+from agentdeck.mcp_link import service
+from agentdeck.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.realcli, pytest.mark.timeout(240)]
 

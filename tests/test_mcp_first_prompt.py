@@ -4,7 +4,7 @@ through the watcher with a scripted CLI: tests/test_mcp_deck.py)."""
 from __future__ import annotations
 
 from agentdeck import paths
-from agentdeck.mcp import first_prompt
+from agentdeck.mcp_link import first_prompt
 from agentdeck.status import decide
 from agentdeck.store import AgentRecord, Store, utc_iso
 

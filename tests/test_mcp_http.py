@@ -17,11 +17,11 @@ import anyio
 import pytest
 from mcp_support import agent_row, http_session, post, server_pid, start_server, stop_server
 from memory_support import _no_memory_env, result_data  # noqa: F401
+from support import retry_until
 
 from agentdeck import paths
-from agentdeck.mcp import auth, service
+from agentdeck.mcp_link import auth, service
 from agentdeck.store import Store
-from support import retry_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,7 +47,7 @@ def note_author(path: str) -> str:
 
 
 def test_each_token_writes_as_its_own_agent_whatever_the_request_says(served):
-    repo, store, port, tokens = served
+    repo, _store, port, tokens = served
 
     async def main():
         out = {}
@@ -84,7 +84,7 @@ def test_no_wrong_or_revoked_token_gets_401(served):
     repo, store, port, tokens = served
     ok = {"Authorization": f"Bearer {tokens['north']}"}
     assert post(port, ok)[0] == 200
-    status, headers, body = post(port, {})
+    status, headers, _body = post(port, {})
     assert status == 401 and "bearer" in headers.get("www-authenticate", headers.get("WWW-Authenticate", "")).lower()
     assert post(port, {"Authorization": "Bearer " + "x" * 43})[0] == 401
     assert post(port, {"Authorization": f"Basic {tokens['north']}"})[0] == 401
@@ -122,7 +122,7 @@ def test_host_and_origin(served):
 
 def test_a_session_belongs_to_the_agent_that_opened_it(served):
     _, _, port, tokens = served
-    status, headers, _ = post(port, {"Authorization": f"Bearer {tokens['north']}"})
+    _status, headers, _ = post(port, {"Authorization": f"Bearer {tokens['north']}"})
     session = {k.lower(): v for k, v in headers.items()}["mcp-session-id"]
     listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
     other = post(port, {"Authorization": f"Bearer {tokens['south']}", "Mcp-Session-Id": session,

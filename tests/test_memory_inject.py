@@ -1,4 +1,5 @@
-"""What the adapters give each agent: the brief, the MCP server spec, Claude and Codex options."""
+"""What the adapters give each agent: the brief, the MCP server spec (agentdeck.memory.inject), and each
+CLI's flags made from the one MemoryWiring (agents/<kind>/)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from pathlib import Path
 import anyio
 from memory_support import ROOT, _no_memory_env, mcp_session, result_data  # noqa: F401
 
-from agentdeck.agents.base import LaunchContext
+from agentdeck.agents import adapter_class
+from agentdeck.agents.base import LaunchContext, wire_memory
+from agentdeck.agents.claude import memory as claude_memory
+from agentdeck.agents.codex import memory as codex_memory
+from agentdeck.config import AgentDef, Config
 from agentdeck.memory import inject
 from agentdeck.paths import find_repo
 
@@ -107,7 +112,8 @@ def test_the_spec_starts_a_working_server_from_anywhere(git_repo, tmp_path):
 
 def test_claude_pieces(git_repo):
     ctx = _ctx(git_repo)
-    args = inject.claude_args(ctx, ctx.name)
+    wiring = wire_memory(ctx)
+    args = claude_memory.args(wiring)
     assert args[0] == "--mcp-config" and args[2:4] == ["--allowedTools", "mcp__agentdeck__*"]
     assert args[4] == "--append-system-prompt" and "memory_search" in args[5] and len(args) == 6
     config = json.loads(Path(args[1]).read_text())
@@ -115,12 +121,12 @@ def test_claude_pieces(git_repo):
     assert server["type"] == "stdio" and server["command"] == sys.executable
     assert server["env"]["AGENTDECK_AGENT"] == "north-star"
     assert Path(args[1]).parent == git_repo / ".git" / "agentdeck" / "mcp"
-    assert inject.claude_mcp_config(ctx, ctx.name) == config
+    assert claude_memory.mcp_config(wiring) == config
 
-    env = inject.claude_env(ctx, ctx.name)
+    env = claude_memory.env(wiring)
     assert env["CLAUDE_CODE_DISABLE_AUTO_MEMORY"] == "1" and Path(env["AGENTDECK_MEMORY_BRIEF"]).is_file()
 
-    hooks = inject.claude_session_start_hooks(ctx, ctx.name)
+    hooks = claude_memory.session_start_hooks(wiring)
     assert hooks[0]["matcher"] == "compact"
     command = hooks[0]["hooks"][0]["command"]
     out = subprocess.run(command, shell=True, capture_output=True, text=True, check=True).stdout
@@ -129,7 +135,8 @@ def test_claude_pieces(git_repo):
 
 def test_codex_args_are_valid_toml_overrides(git_repo):
     ctx = _ctx(git_repo)
-    args = inject.codex_config_args(ctx, ctx.name)
+    wiring = wire_memory(ctx)
+    args = codex_memory.config_args(wiring)
     assert args[0::2] == ["-c"] * (len(args) // 2)
     merged: dict = {}
     for override in args[1::2]:
@@ -139,8 +146,7 @@ def test_codex_args_are_valid_toml_overrides(git_repo):
     spec = inject.mcp_server_spec(ctx, ctx.name)
     assert merged["mcp_servers"]["agentdeck"] == spec
     assert merged["developer_instructions"] == inject.brief_text(ctx, ctx.name)
-    assert not any(a.startswith("developer_instructions") for a in
-                   inject.codex_config_args(ctx, ctx.name, with_brief=False))
+    assert not any(a.startswith("developer_instructions") for a in codex_memory.config_args(wiring, with_brief=False))
 
 
 def _deep_merge(a: dict, b: dict) -> dict:
@@ -150,20 +156,37 @@ def _deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
-def test_adapter_one_call_helpers(git_repo):
+def test_each_adapter_turns_the_one_wiring_into_its_flags(git_repo):
     ctx = _ctx(git_repo)
     ctx.mcp_command = ["env", "PYTHONPATH=/src", "/py", "-m", "agentdeck", "mcp"]
-    options, env = inject.claude_launch(ctx)
+    brief = str(git_repo / ".git" / "agentdeck" / "briefs" / "north-star.md")
+    wiring = wire_memory(ctx)
+    assert wiring.brief_file == Path(brief) and wiring.env["AGENTDECK_MEMORY_BRIEF"] == brief
+    assert wiring.stdio_server["command"] == "/py" and not wiring.mcp_url
+
+    claude = adapter_class("claude")("claude", AgentDef(kind="claude"), Config())
+    options, env = claude.memory_args(ctx), claude.memory_env(ctx)
     assert options[:1] == ["--mcp-config"] and env["CLAUDE_CODE_DISABLE_AUTO_MEMORY"] == "1"
     assert json.loads(Path(options[1]).read_text())["mcpServers"]["agentdeck"]["command"] == "/py"
     settings = {"hooks": {"SessionStart": [{"hooks": [{"type": "command", "command": "status hook"}]}]}}
-    inject.claude_settings_extension(ctx, settings)
+    claude_memory.settings_extension(ctx, settings)
     assert [e.get("matcher") for e in settings["hooks"]["SessionStart"]] == [None, "compact"]
-    options, env = inject.codex_launch(ctx)
+
+    codex = adapter_class("codex")("codex", AgentDef(kind="codex"), Config())
+    options, env = codex.memory_options(ctx), codex.memory_env(ctx)
     assert "mcp_servers.agentdeck.command=\"/py\"" in options and "AGENTDECK_MEMORY_BRIEF" in env
-    assert inject.aider_args(ctx, ctx.name) == ["--read", str(git_repo / ".git" / "agentdeck" / "briefs" / "north-star.md")]
-    gemini = json.loads(inject.gemini_settings_file(ctx, ctx.name).read_text())
-    assert gemini["mcpServers"]["agentdeck"]["env"]["AGENTDECK_AGENT"] == "north-star"
+    assert 'mcp_servers.agentdeck.default_tools_approval_mode="approve"' in options
+
+    aider = adapter_class("aider")("aider", AgentDef(kind="aider"), Config())
+    argv = aider.launch_argv(ctx)
+    assert argv[argv.index("--read"):argv.index("--read") + 2] == ["--read", brief]
+
+    gemini = adapter_class("gemini")("gemini", AgentDef(kind="gemini"), Config())
+    server = gemini.settings_dict(ctx)["mcpServers"]["agentdeck"]
+    assert server["env"]["AGENTDECK_AGENT"] == "north-star" and server["trust"] is True
+
+    generic = adapter_class("generic")("generic", AgentDef(kind="generic"), Config())
+    assert generic.memory_env(ctx) == wiring.env
 
 
 def test_prompt_found_in_an_installed_layout(tmp_path):

@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support import git, make_repo  # noqa: E402
 
 from agentdeck.research import gitops, hardware, policy  # noqa: E402
-from agentdeck.research.ledger import Ledger, ResultsTsv  # noqa: E402
+from agentdeck.research.ledger import Ledger  # noqa: E402
+from agentdeck.research.results_tsv import ResultsTsv  # noqa: E402
 from agentdeck.research.model import Gate, JobOutcome, Judgement, PathFacts, Rerun, Verdict  # noqa: E402
 
 FILE = PathFacts("file", 1, 1, 10)
@@ -45,6 +46,36 @@ def test_only_plain_unlinked_files_on_disk():
         "train.py has 2 hard links (one expected)"]
     assert policy.disk_problems({"train.py": PathFacts("missing", 0)}, {"prepare.py": PathFacts("symlink")}) == [
         "train.py is missing on disk", "protected prepare.py is a symbolic link on disk"]
+
+
+def test_a_change_made_again_as_its_own_files_is_no_duplicate():
+    known = {"a", "b"}
+    assert policy.is_duplicate("a", known)  # another trial's files: never run twice
+    assert not policy.is_duplicate("c", known)
+    assert not policy.is_duplicate("a", known, own="a")  # moved onto a newer best, its own files again
+    assert policy.is_duplicate("b", known, own="a")
+
+
+def test_a_moved_winner_is_judged_as_measured_rerun_or_a_duplicate():
+    known = {"mine", "other"}
+    assert policy.moved_change("mine", "mine", known) == "as_measured"  # its own files: no second run
+    assert policy.moved_change("other", "mine", known) == "duplicate"
+    assert policy.moved_change("new", "mine", known) == "rerun"
+
+
+def test_only_editable_files_may_change():
+    assert policy.change_problems(["train.py"], ["train.py"], ["prepare.py"]) == []
+    assert policy.change_problems(["prepare.py", "x.py"], ["train.py"], ["prepare.py"]) == [
+        "protected file changed: prepare.py"]  # protected first
+    assert policy.change_problems(["x.py", "train.py"], ["train.py"], ["prepare.py"]) == [
+        "file outside editable changed: x.py"]
+
+
+def test_dispatch_order():
+    queued = [("proposal", "old", 2), ("proposal", "best", 5), ("confirm", "best", 7), ("baseline", "base", 9),
+              ("proposal", "best", 3)]
+    order = sorted(queued, key=lambda t: policy.dispatch_key(t[0], t[1], "best", t[2]))
+    assert [t[2] for t in order] == [9, 7, 3, 5, 2]
 
 
 def test_git_dir_changes_and_reach():

@@ -211,10 +211,10 @@ def test_command_proposer_edits_and_describes(tmp_path):
 
 
 def test_command_proposer_failure_is_counted_not_run(tmp_path, monkeypatch):
-    from agentdeck.research import loop
+    from agentdeck.research import loop_proposals
 
-    monkeypatch.setattr(loop, "BACKOFF_BASE_S", 0.01)  # the real back-off grows from 1 s
-    monkeypatch.setattr(loop, "MAX_CONSECUTIVE_FAILURES", 3)
+    monkeypatch.setattr(loop_proposals, "BACKOFF_BASE_S", 0.01)  # the real back-off grows from 1 s
+    monkeypatch.setattr(loop_proposals, "MAX_CONSECUTIVE_FAILURES", 3)
     repo = make_lab(tmp_path / "repo", repeats=1, proposer="command",
                     extra='proposer_command = "echo nope >&2; exit 4"')
     research = research_for(repo)
@@ -288,7 +288,7 @@ def test_agent_proposer_uses_a_deck_agent_and_research_submit(tmp_path):
     research = research_for(repo)
     tag = research.start("ag", trials=2)
     proposer = research.make_proposer("agent", tag, research.settings_from_run(research.ledger.run(tag)))
-    proposer.ctx.deck = deck
+    proposer.ctx.runner = deck
     research.run(tag, proposer=proposer)
     status = research.status(tag)
     assert by_desc(status, "X to six")["status"] == "keep"

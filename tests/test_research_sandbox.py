@@ -161,7 +161,7 @@ def test_a_sandboxed_job_cannot_reach_the_record_git_the_secret_or_home(tmp_path
     subprocess.run(["git", "commit", "-qam", "probe"], cwd=repo, check=True)
     research, tag = _baseline_only(repo)
     from agentdeck.research.evaluate import eval_seed
-    from agentdeck.research.ledger import ResultsTsv
+    from agentdeck.research.results_tsv import ResultsTsv
 
     eval_seed(research.research_dir)  # the secret exists before the job runs
     ResultsTsv(research.run_dir(tag) / "results.tsv", "score").ensure()

@@ -20,7 +20,7 @@ from agentdeck.research import gitops  # noqa: E402
 from agentdeck.research.executors.base import JobSpec  # noqa: E402
 from agentdeck.research.executors.local import LocalExecutor, pid_alive  # noqa: E402
 from agentdeck.research.gpus import SlotPool, parse_gpus_arg, resolve_slots, slot_env  # noqa: E402
-from agentdeck.research.ledger import ResultsTsv, tsv_row  # noqa: E402
+from agentdeck.research.results_tsv import ResultsTsv, tsv_row  # noqa: E402
 from agentdeck.research.metric import beats, noise_of, read_metric  # noqa: E402
 from agentdeck.research.proposers.base import ProposalFailed, ProposalRequest  # noqa: E402
 from agentdeck.research.proposers.mutate import (  # noqa: E402

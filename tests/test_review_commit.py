@@ -13,7 +13,12 @@ from agentdeck.config import LlmSettings
 from agentdeck.errors import Refused
 from agentdeck.review import Review
 from agentdeck.review.commit import (
-    clean_message, commit_worktree, default_client_factory, llm_message, summary_message, write_message,
+    clean_message,
+    commit_worktree,
+    default_client_factory,
+    llm_message,
+    summary_message,
+    write_message,
 )
 from agentdeck.review.diff import compute_diff
 
@@ -38,7 +43,7 @@ def _work(tmp_path: Path, ignore=frozenset({".env"})):
 
 
 def test_commit_takes_everything_but_copied_files_and_leaves_a_clean_index(tmp_path):
-    root, side = _work(tmp_path)
+    _root, side = _work(tmp_path)
     git(side.worktree, "add", "src/a.py")  # partly staged beforehand: still all committed
     result = commit_worktree(side.worktree, "Agent work\n", side.ignore, agent="one")
     assert result.commit == git(side.worktree, "rev-parse", "HEAD")
@@ -73,7 +78,7 @@ def test_a_rejecting_hook_refuses_with_its_message_and_nothing_is_half_done(tmp_
 
 
 def test_summary_messages(tmp_path):
-    root, side = _work(tmp_path)
+    _root, side = _work(tmp_path)
     (side.worktree / "README.md").unlink()
     message = summary_message(compute_diff(side, patch=False).files)
     subject, _, body = message.partition("\n\n")

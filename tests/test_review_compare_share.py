@@ -118,7 +118,7 @@ def test_pr_with_gh_or_glab_and_neither(tmp_path, monkeypatch):
         "--title", "T", "--description", "B",
     ]
     _fake_tool(bin_dir, "gh", log, exit_code=1)
-    with pytest.raises(Refused, match="gh could not open the request: .*not authenticated"):
+    with pytest.raises(Refused, match=r"gh could not open the request: .*not authenticated"):
         open_pr(root, side.worktree, side.branch, "main")
 
 
@@ -129,6 +129,6 @@ def test_review_pr_without_tools_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path / 'empty'}{os.pathsep}/usr/bin:/bin")
     if any(Path(d, t).exists() for d in ("/usr/bin", "/bin") for t in ("gh", "glab")):
         pytest.skip("gh or glab is installed system-wide")
-    with pytest.raises(UsageError, match="gh.*glab"):
+    with pytest.raises(UsageError, match=r"gh.*glab"):
         Review(deck).pr("one")
     assert "pushed" in Review(deck).push("one")

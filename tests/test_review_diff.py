@@ -83,7 +83,8 @@ def test_binary_files_are_flagged_without_hunks(tmp_path):
     by_path = {f.path: f for f in result.files}
     assert by_path["logo.bin"].binary and by_path["logo.bin"].status == "modified"
     assert by_path["assets/new.dat"].binary and by_path["assets/new.dat"].status == "added"
-    assert by_path["assets/new.dat"].hunks == [] and (by_path["assets/new.dat"].added, by_path["assets/new.dat"].removed) == (0, 0)
+    new_dat = by_path["assets/new.dat"]
+    assert new_dat.hunks == [] and (new_dat.added, new_dat.removed) == (0, 0)
     assert "Binary files" in by_path["assets/new.dat"].patch
     assert any("binary" in line for line in stat_lines(result))
 

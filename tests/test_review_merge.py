@@ -266,7 +266,6 @@ def test_review_merge_with_cleanup_after_squash(tmp_path):
     check = review.check_merge("one")
     assert check.strategy == "squash" and check.target == "main" and check.ok
     assert {f["path"] for f in check.files} == {"f.txt", "new dir/nouveau é.txt"}
-    assert review.branches() == ["agentdeck/one", "main"]
     result = review.merge("one", cleanup=True)
     assert result.merged and result.cleaned_up and result.recovery_ref.startswith("refs/agentdeck/trash/one/")
     assert deck.killed == [("one", True)]

@@ -366,3 +366,28 @@ def test_diff_feed_follows_status_moves_with_no_watch_at_all():
     feed.track([_row("b", "idle", 1.0)])  # a was removed
     assert "a" not in feed._seen and "a" not in feed._working
     assert _inotify_watches() == before
+
+
+def test_status_names_load_their_own_module_only():
+    """`agentdeck.status` is a package: every old name still imports from it, and the light commands'
+    names (watcher_alive, launch_abandoned) load the standard-library parts only - no adapters,
+    no configuration, no watcher."""
+    import subprocess
+    import sys
+
+    from support import ROOT
+
+    code = (
+        "import sys\n"
+        "from agentdeck import status\n"
+        "status.watcher_alive, status.launch_abandoned\n"
+        "light = sorted(m for m in sys.modules if m.startswith('agentdeck'))\n"
+        "for name in status.__all__: getattr(status, name)\n"
+        "print(light)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(["agentdeck", "agentdeck.status", "agentdeck.status.launch",
+                                      "agentdeck.status.watching"]), out.stdout
+    with pytest.raises(AttributeError):
+        status.__getattr__("no_such_name")

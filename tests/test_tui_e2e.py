@@ -142,7 +142,7 @@ def test_real_deck_in_tmux_lists_creates_attaches_and_quits(fake_repo):
             # A key sent before Textual has moved the focus for the previous Tab goes to the old field:
             # wait for the focus to arrive, as a person typing would watch it.
             deck.keys("Tab")
-            retry_until(lambda: deck.focused_field(*fields) == field, what=f"focus on {field!r}")
+            retry_until(lambda field=field: deck.focused_field(*fields) == field, what=f"focus on {field!r}")
         deck.type("write from-dialog.txt hi")
         deck.wait_for("▊  write from-dialog.txt hi")
         deck.keys("Enter")

@@ -243,9 +243,10 @@ def test_bare_agentdeck_with_several_repo_options_opens_one_deck_over_them(monke
 
 
 def test_user_config_repos_open_one_deck_over_several(tmp_path, isolated_home, monkeypatch):
+    from support import make_repo
+
     from agentdeck.tui.app import open_decks
     from agentdeck.tui.multideck import MultiDeck
-    from support import make_repo
 
     here = make_repo(tmp_path / "here")
     other = make_repo(tmp_path / "other")

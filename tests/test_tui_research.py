@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from support import retry_until
-from tui_support import RecordingAttacher, TickCounter, notices, open_deck, plain, run, until
+from tui_support import RecordingAttacher, TickCounter, notices, open_deck, plain, run, text_screen_shown, until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import TRAIN, make_lab, research_for, set_constants  # noqa: E402
+from research_support import TRAIN, make_lab, research_for, set_constants
 
 from agentdeck.tui.app import make_app
-from agentdeck.tui.widgets import research_pane as rp
+from agentdeck.tui.widgets import research_text as rt
 
 SIZE = (130, 44)
 
@@ -40,10 +40,11 @@ def _trials(pane, **match) -> list[dict]:
 
 
 def test_research_tab_shows_a_live_run_and_pause_resume_stop_work(tmp_path):
-    # Each job takes ~0.6 s, so the run is still going while the keys are pressed.
+    # Each job takes ~0.6 s and the run has trials to spare, so it is still going while the keys are
+    # pressed (with 3, a loaded machine could finish the run during the pause: "done", never resumed).
     repo = make_lab(tmp_path / "repo", repeats=1, train=set_constants(TRAIN, {"_SLEEP": "0.6"}))
     research = research_for(repo)
-    tag = research.start("tui", trials=3)
+    tag = research.start("tui", trials=10)
     research.run_detached(tag)
     deck = open_deck(repo)
     app = make_app(deck, attacher=RecordingAttacher())
@@ -92,7 +93,7 @@ def test_research_tab_shows_a_live_run_and_pause_resume_stop_work(tmp_path):
 
             # S asks first; confirming stops the run
             await pilot.press("S")
-            await until(pilot, lambda: type(app.screen).__name__ == "TextScreen", what="stop confirmation")
+            await until(pilot, lambda: text_screen_shown(app), what="stop confirmation")
             assert "Stop research run tui?" in plain(app.screen.query_one("#text-body"))
             await pilot.click("#ok")
             await until(pilot, lambda: _state(pane) in ("stopped", "done"), timeout=20, what="stopped")
@@ -154,22 +155,22 @@ def test_leaderboard_plot_and_lanes_render_a_status():
              "description": "Y=2", "gpu": "0", "seconds": None},
         ],
     }
-    assert [t["id"] for t in rp.leaderboard(status)] == [5, 3, 1, 2, 4]
-    points, best = rp.series(status)
+    assert [t["id"] for t in rt.leaderboard(status)] == [5, 3, 1, 2, 4]
+    points, best = rt.series(status)
     assert [p[0] for p in points] == [1, 2, 3] and best == [18.0, 18.0, 5.0]
-    legend, grid = rp.plot(status, 40, 6).plain.split("\n", 1)
+    legend, grid = rt.plot(status, 40, 6).plain.split("\n", 1)
     assert "best so far" in legend and grid.count("●") == 2 and grid.count("○") == 1
     rows = grid.splitlines()
     assert rows[0].startswith("20 ┤") and "○" in rows[0]  # the worst value on top (max), the best at the bottom
     assert rows[-2].startswith(" 5 ┤") and rows[-2].rstrip().endswith("●") and rows[-1].strip() == "#1" + \
         rows[-1].strip()[2:] and rows[-1].rstrip().endswith("#3")
     assert "●───" in grid  # the best-so-far line runs from the baseline on
-    lanes = rp.lanes(status).plain.splitlines()
+    lanes = rt.lanes(status).plain.splitlines()
     assert lanes[0].startswith("GPU 0") and "▶ #5" in lanes[0] and lanes[0].rstrip().endswith("B█▸")
     assert lanes[1].startswith("GPU 1") and "idle" in lanes[1] and lanes[1].rstrip().endswith("▄✗")
-    assert rp.delta_text(5.0, 18.0, "min").plain == "-13" and rp.delta_text(5.0, 18.0, "min").style == "green"
-    assert rp.delta_text(20.0, 18.0, "min").style == "red"
-    assert "[running]" in rp.summary(status).plain and "best 5 (#3)" in rp.summary(status).plain
+    assert rt.delta_text(5.0, 18.0, "min").plain == "-13" and rt.delta_text(5.0, 18.0, "min").style == "green"
+    assert rt.delta_text(20.0, 18.0, "min").style == "red"
+    assert "[running]" in rt.summary(status).plain and "best 5 (#3)" in rt.summary(status).plain
 
 
 def test_promote_asks_then_merges_the_best_trial(tmp_path):
@@ -193,14 +194,14 @@ def test_promote_asks_then_merges_the_best_trial(tmp_path):
             assert pane.order[0] == best["id"]  # the leaderboard puts the best first
             assert "★" in pane.query_one("#trials").get_row(str(best["id"]))[0].plain
             await pilot.press("P")
-            await until(pilot, lambda: type(app.screen).__name__ == "TextScreen", what="promote confirmation")
+            await until(pilot, lambda: text_screen_shown(app), what="promote confirmation")
             body = plain(app.screen.query_one("#text-body"))
             assert f"Promote trial #{best['id']} of prom" in body and "score: 6" in body
             await pilot.press("escape")  # cancel: nothing merged
             await pilot.pause(0.2)
             assert git(repo, "rev-parse", "HEAD") == git(repo, "rev-parse", "research/prom~1")
             await pilot.press("P")
-            await until(pilot, lambda: type(app.screen).__name__ == "TextScreen", what="promote confirmation")
+            await until(pilot, lambda: text_screen_shown(app), what="promote confirmation")
             await pilot.click("#ok")
             await until(pilot, lambda: "promoted trial" in notices(app), timeout=15, what="promoted")
             assert git(repo, "merge-base", "--is-ancestor", best["commit"], "HEAD") == ""

@@ -16,18 +16,29 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from agentdeck import usage as usage_mod
-from agentdeck.deck import Deck
-from agentdeck.store import AgentRecord
-from agentdeck.usage import ClaudeTranscript, CodexSession, UsageCache, price_for, usage_for
-from realcli_support import (claude_env, codex_env, require_cli, seed_claude_home, seed_codex_home,
-                             write_agent_config)
+from realcli_support import claude_env, codex_env, require_cli, seed_claude_home, seed_codex_home, write_agent_config
 from stubs.anthropic_stub import Reply as AReply
 from stubs.openai_stub import Reply as OReply
 from support import retry_until, run_cli
-from usage_support import (FIXTURES, MeteredAnthropicStub, MeteredOpenAIStub, claude_expected, codex_expected,
-                           numbers, run_usage_cli, save_fixtures, usage_json, usage_row)
+from usage_support import (
+    FIXTURES,
+    MeteredAnthropicStub,
+    MeteredOpenAIStub,
+    claude_expected,
+    codex_expected,
+    numbers,
+    run_usage_cli,
+    save_fixtures,
+    usage_json,
+    usage_row,
+)
+
+from agentdeck import usage as usage_mod
+from agentdeck.agents.claude.usage import ClaudeTranscript
+from agentdeck.agents.codex.usage import CodexSession
+from agentdeck.deck import Deck
+from agentdeck.store import AgentRecord
+from agentdeck.usage import UsageCache, price_for, usage_for
 
 FIX = json.loads((FIXTURES / "reported.json").read_text()) if (FIXTURES / "reported.json").exists() else {}
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from agentdeck.deck import Deck
 
@@ -61,9 +62,14 @@ def notices(app: Any) -> str:
     return "\n".join(m for _sev, m in app.notices)
 
 
+def text_screen_shown(app: Any) -> bool:
+    """A TextScreen is up and composed (its body can be read, its buttons clicked)."""
+    return type(app.screen).__name__ == "TextScreen" and bool(app.screen.query("#text-body"))
+
+
 def active_keys(app: Any) -> set[str]:
-    """Actions whose key applies now (what the footer shows)."""
-    return {b.binding.action for b in app.screen.active_bindings.values() if b.enabled}
+    """Binding ids whose key applies now (what the footer shows)."""
+    return {b.binding.id or b.binding.action for b in app.screen.active_bindings.values() if b.enabled}
 
 
 def plain(widget: Any, width: int = 160) -> str:

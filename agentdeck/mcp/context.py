@@ -13,11 +13,17 @@ import contextvars
 import functools
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from agentdeck.mcp.auth import Identity
+from mcp.server.mcpserver.exceptions import ToolError
+
+from agentdeck.config import load_config
+from agentdeck.errors import AgentdeckError
+from agentdeck.mcp_link.auth import Identity
+from agentdeck.memory.store import MemoryStore, locate
 
 #: The agent the current request speaks for (HTTP: set from its bearer token for each request).
 CALLER: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("agentdeck_mcp_caller", default=None)
@@ -59,8 +65,6 @@ class ServerContext:
         """The shared :class:`MemoryStore` for reads (opened on first use; errors surface per call)."""
         with self._lock:
             if self._memory is None:
-                from agentdeck.memory.store import MemoryStore
-
                 self._memory = MemoryStore.open(cwd=self.cwd, author=self.agent)
             return self._memory
 
@@ -73,8 +77,6 @@ class ServerContext:
             key = (who.name, who.worktree)  # a new agent may take a killed one's name
             store = self._writers.get(key)
             if store is None:
-                from agentdeck.memory.store import MemoryStore
-
                 shared = self.memory
                 worktree = who.worktree if who.worktree and Path(who.worktree).is_dir() else None
                 store = MemoryStore(shared.root, shared.index_path, author=who.name, worktree=worktree)
@@ -92,9 +94,6 @@ class ServerContext:
     def config(self):
         with self._lock:
             if self._config is None:
-                from agentdeck.config import load_config
-                from agentdeck.memory.store import locate
-
                 try:
                     root = locate(cwd=self.cwd).repo_root
                 except Exception:
@@ -107,6 +106,8 @@ class ServerContext:
         """The :class:`agentdeck.deck.Deck` of the repository (for deck and research tools)."""
         with self._lock:
             if self._deck is None:
+                # Imported on the first deck or research tool call: a server that only serves
+                # memory never loads the deck (adapters, tmux, status), and starts faster.
                 from agentdeck.deck import Deck
 
                 root = os.environ.get("AGENTDECK_REPO") or str(self.cwd)
@@ -124,9 +125,6 @@ class ServerContext:
 
 def tool_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn agentdeck's own errors into MCP tool errors (``is_error`` with the one-line message)."""
-    from mcp.server.mcpserver.exceptions import ToolError
-
-    from agentdeck.errors import AgentdeckError
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -11,7 +11,11 @@ recorded as made by the caller (the token's agent over HTTP).
 
 from typing import Annotated, Any
 
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
 from agentdeck.mcp.context import tool_errors
+from agentdeck.views import AgentView
 
 STATUS_LIST = "starting, working, waiting, idle, exited"
 
@@ -19,9 +23,6 @@ STATUS_LIST = "starting, working, waiting, idle, exited"
 def register_deck_tools(server: Any, context: Any) -> None:
     if not context.config.mcp.deck_tools:
         return
-    from mcp_types import ToolAnnotations
-    from pydantic import Field
-
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
     acting = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                              open_world_hint=False)
@@ -40,8 +41,6 @@ def register_deck_tools(server: Any, context: Any) -> None:
         base: Annotated[str, Field(max_length=200, description="base branch or commit; empty = HEAD")] = "",
     ) -> dict[str, Any]:
         """Start a sub-agent in its own worktree and branch with an initial prompt."""
-        from agentdeck.deck import AgentView
-
         rec = context.deck.new(name, agent or None, prompt, base or None)
         context.deck.store.add_event(rec.name, "spawned", "mcp", detail={"by": context.current_agent})
         return AgentView(rec).to_json()
@@ -61,8 +60,6 @@ def register_deck_tools(server: Any, context: Any) -> None:
         screen_lines: Annotated[int, Field(ge=0, le=200, description="last screen lines to include")] = 20,
     ) -> dict[str, Any]:
         """An agent's status and the tail of its screen."""
-        from agentdeck.deck import AgentView
-
         context.deck.refresh(settle=False)
         data = AgentView(context.deck.get(name)).to_json()
         if screen_lines:

@@ -1,6 +1,6 @@
 """The repository's MCP server over streamable HTTP: ``python -m agentdeck.mcp.http_app``.
 
-Started in the background by :func:`agentdeck.mcp.service.ensure_server` (never by hand);
+Started in the background by :func:`agentdeck.mcp_link.service.ensure_server` (never by hand);
 one per repository (an ``flock`` on ``<state dir>/mcp.lock``), on 127.0.0.1 only.
 
 Every request passes :class:`Gate` first, before the SDK sees it:
@@ -16,7 +16,7 @@ Every request passes :class:`Gate` first, before the SDK sees it:
   on it is refused (403).
 
 The SDK's middleware records each session's first ``tools/list`` as the agent's
-``mcp_tools`` event: the moment its first prompt may be typed (:mod:`agentdeck.mcp.first_prompt`).
+``mcp_tools`` event: the moment its first prompt may be typed (:mod:`agentdeck.mcp_link.first_prompt`).
 A housekeeping thread ends the server once no agent has lived for a grace period
 (``AGENTDECK_MCP_GRACE``, default 30 s).
 """
@@ -24,17 +24,27 @@ A housekeeping thread ends the server once no agent has lived for a grace period
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agentdeck.mcp import auth, service
+import anyio
+import uvicorn
+from mcp.server.transport_security import TransportSecuritySettings
+
+from agentdeck import paths
+from agentdeck.fsutil import FileLock, LockTimeout
 from agentdeck.mcp.context import CALLER, ServerContext
 from agentdeck.mcp.server import build_server
+from agentdeck.mcp_link import auth, service
+from agentdeck.memory.watch import MemoryWatcher
+from agentdeck.status import launch_abandoned
+from agentdeck.store import Store
+from agentdeck.tmux import Tmux
 
 GRACE_S = float(os.environ.get("AGENTDECK_MCP_GRACE", "30"))
 HOUSEKEEPING_S = 2.0
@@ -56,7 +66,7 @@ class Gate:
             if owner not in known:
                 self.sessions.pop(session, None)
 
-    async def _refuse(self, send: Any, status: int, message: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
+    async def _refuse(self, send: Any, status: int, message: str, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
         self.refused += 1
         body = (message + "\n").encode("utf-8")
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
@@ -122,8 +132,6 @@ class ListingRecorder:
                     session = request.headers.get("mcp-session-id", "") or ""
                 listed = result.get("tools") if isinstance(result, dict) else getattr(result, "tools", None)
                 tools = len(listed or [])
-                import anyio
-
                 await anyio.to_thread.run_sync(self.record, who.name, session, tools)
         return result
 
@@ -145,8 +153,6 @@ class ListingRecorder:
 
 def live_agents(store: Any, tmux: Any) -> bool:
     """True while an agent of this repository lives (its pane) or is being created."""
-    from agentdeck.status import launch_abandoned
-
     panes = tmux.list_panes() or {}
     for rec in store.list_agents():
         if rec.kept:
@@ -166,8 +172,6 @@ def _watch_memory(context: ServerContext) -> Any:
     so a search never pays for a ``stat`` pass over every note (70-100 ms at 10,000 notes, once a
     second per caller otherwise).  None, and reads sync by ``stat`` as before, when it cannot start."""
     try:
-        from agentdeck.memory.watch import MemoryWatcher
-
         watcher = MemoryWatcher(context.memory).start()
     except Exception as exc:
         print(f"{time.strftime('%H:%M:%S')} memory watcher not started ({exc!r}): searches sync by stat",
@@ -179,20 +183,13 @@ def _watch_memory(context: ServerContext) -> Any:
 
 def run(repo_root: Path, port: int | None, tmux_socket: str) -> int:
     """Serve until no agent lives (see the module docstring)."""
-    import uvicorn
-    from mcp.server.transport_security import TransportSecuritySettings
-
-    from agentdeck import paths
-    from agentdeck.store import Store
-    from agentdeck.tmux import Tmux
-
     repo = paths.find_repo(repo_root)
     state_dir = repo.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(service.lock_path(state_dir), "a+")
+    lock = FileLock(service.lock_path(state_dir), timeout=0)  # held until this process ends
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        lock.acquire()
+    except LockTimeout:
         return 0  # another server owns this repository
     os.environ[service.ENV_SELF] = str(os.getpid())
     store = Store(repo.db_path)

@@ -13,15 +13,14 @@ refused, see :mod:`agentdeck.memory.store`); a write either lands whole or repor
 
 from typing import Annotated, Any
 
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
 from agentdeck.mcp.context import ServerContext, tool_errors
+from agentdeck.memory.store import MAX_BODY, MAX_JOURNAL_ENTRY, MAX_TAGS, MAX_TITLE
 
 
 def register_memory_tools(server: Any, context: ServerContext) -> None:
-    from mcp_types import ToolAnnotations
-    from pydantic import Field
-
-    from agentdeck.memory.store import MAX_BODY, MAX_JOURNAL_ENTRY, MAX_TAGS, MAX_TITLE
-
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
     additive = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                                open_world_hint=False)
@@ -55,7 +54,7 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
     def memory_write(
         title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE, description="one specific line")],
         body: Annotated[str, Field(max_length=MAX_BODY, description="Markdown: what, why, how you know")],
-        tags: Annotated[list[str], Field(max_length=MAX_TAGS, description="short words")] = [],  # noqa: B006
+        tags: Annotated[list[str], Field(max_length=MAX_TAGS, description="short words")] = [],  # noqa: B006 - the SDK's schema shows this default; never mutated
         kind: Annotated[str, Field(max_length=40, description=(
             "note, decision, gotcha, finding, experiment, handoff or core-proposal"))] = "note",
     ) -> dict[str, Any]:

@@ -17,15 +17,15 @@ is found through ``AGENTDECK_STATE_DIR`` (set for the server and every agent) or
 
 from typing import Annotated, Any
 
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
 from agentdeck.mcp.context import tool_errors
 
 MAX_DESCRIPTION = 300
 
 
 def register_research_tools(server: Any, context: Any) -> None:
-    from mcp_types import ToolAnnotations
-    from pydantic import Field
-
     submitting = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                                  open_world_hint=False)
 
@@ -40,6 +40,7 @@ def register_research_tools(server: Any, context: Any) -> None:
         file(s) first, then call this once. agentdeck runs the job, measures it and keeps the change
         only if it beats the best. Refused when no experiment is waiting for you.
         """
+        # Loaded on the first call: the server starts without the research package.
         from agentdeck.research import submit_from_agent
 
         caller = context.current_agent

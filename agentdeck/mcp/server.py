@@ -25,14 +25,18 @@ time to ``initialize`` (measured in bench/bench_mcp.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from agentdeck.mcp import SERVER_NAME
+from mcp.server.mcpserver import MCPServer
+
+from agentdeck import __version__
 from agentdeck.mcp.context import CALLER, ServerContext, tool_errors
 from agentdeck.mcp.deck_tools import register_deck_tools
 from agentdeck.mcp.memory_tools import register_memory_tools
 from agentdeck.mcp.research_tools import register_research_tools
+from agentdeck.mcp_link import SERVER_NAME
 
 __all__ = ["CALLER", "INSTRUCTIONS", "TOOL_GROUPS", "ServerContext", "build_server", "main", "serve", "tool_errors"]
 
@@ -49,12 +53,8 @@ TOOL_GROUPS: list[Callable[[Any, ServerContext], None]] = [
 ]
 
 
-def build_server(context: ServerContext | None = None, middleware: list[Any] | None = None):
+def build_server(context: ServerContext | None = None, middleware: list[Any] | None = None) -> MCPServer:
     """The MCPServer with every tool group registered (*middleware*: SDK server middleware)."""
-    from mcp.server.mcpserver import MCPServer
-
-    from agentdeck import __version__
-
     context = context or ServerContext()
     server = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, version=__version__, log_level="WARNING",
                        middleware=middleware or None)

@@ -27,9 +27,10 @@ import os
 import re
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from agentdeck import fsutil
 from agentdeck.errors import Refused

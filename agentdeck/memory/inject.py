@@ -1,43 +1,38 @@
-"""What the agent adapters call to give each agent the shared memory, with no manual step.
+"""The shared memory's side of wiring an agent: the brief, where the store is, the MCP server.
 
 Nothing here edits a tracked file or the user's global agent configuration:
-every artefact (the brief, Claude's MCP config) is written under agentdeck's
+every artefact (the brief, an agent's MCP config) is written under agentdeck's
 state directory and passed to the agent on its command line or in its env.
 
 *where* below is any of: a :class:`agentdeck.deck.Deck`, a
 :class:`agentdeck.paths.RepoPaths`, an adapter's
 :class:`agentdeck.agents.base.LaunchContext` (``state_dir`` + ``repo_root``),
-a :class:`agentdeck.memory.store.MemoryStore`, or None (the environment / cwd).
+a :class:`agentdeck.memory.store.MemoryStore`, a :class:`~agentdeck.memory.store.Locations`,
+or None (the environment / cwd).
 
 The MCP server: agents whose adapter speaks streamable HTTP (``Adapter.mcp_http``) are wired
-to the repository's one server (``ctx.mcp_url``, see :mod:`agentdeck.mcp.service`) with their
+to the repository's one server (``ctx.mcp_url``, see :mod:`agentdeck.mcp_link.service`) with their
 bearer token in ``AGENTDECK_MCP_TOKEN`` (env only: the config files name the variable, never
 the token); the others, and any context without a URL, start ``agentdeck mcp`` over stdio.
 
-Claude Code (:func:`claude_launch` = :func:`claude_args` + :func:`claude_env`)::
-
-    register_settings_extension(claude_settings_extension)   # the SessionStart "compact" hook
-    options, env = claude_launch(ctx)    # options go before "--" and the prompt
-
-Codex (:func:`codex_launch` = :func:`codex_config_args` + :func:`memory_env`)::
-
-    options, env = codex_launch(ctx)     # "-c" overrides, also on ``codex resume``
-
-Aider: :func:`aider_args`; Gemini CLI: :func:`gemini_settings_file`; any other agent:
+The adapters do not call these one by one: :meth:`agentdeck.agents.base.Adapter.memory_wiring`
+gathers them into one neutral :class:`~agentdeck.agents.base.MemoryWiring`, which each CLI's
+folder turns into its own flags (``agents/claude/memory.py``, ``agents/codex/memory.py``,
+``agents/gemini/adapter.py``, ``agents/aider/adapter.py``); any other agent gets
 :func:`memory_env` (``AGENTDECK_MEMORY_DIR`` and ``AGENTDECK_MEMORY_BRIEF``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
 from string import Template
 from typing import Any
 
+from agentdeck.mcp_link import SERVER_NAME as SERVER_NAME  # re-exported: the name the adapters give the server
+from agentdeck.mcp_link import TOKEN_ENV as TOKEN_ENV  # re-exported: the variable that holds the bearer token
 from agentdeck.memory.store import (
     ENV_MEMORY_BRIEF,
     ENV_MEMORY_DIR,
@@ -48,9 +43,6 @@ from agentdeck.memory.store import (
     note_slug,
 )
 
-from agentdeck.mcp import SERVER_NAME, TOKEN_ENV
-
-CLAUDE_ALLOWED_TOOLS = f"mcp__{SERVER_NAME}__*"
 MAX_CORE_CHARS = 4000
 PROMPT_NAME = "memory_brief.md"
 
@@ -58,7 +50,8 @@ PROMPT_NAME = "memory_brief.md"
 # ----------------------------------------------------------------------------- locating
 
 
-def _locations(where: Any = None) -> Locations:
+def locations(where: Any = None) -> Locations:
+    """The store's locations (memory dir, state dir, repository root) for *where*."""
     if where is None:
         return locate()
     if isinstance(where, Locations):
@@ -98,7 +91,8 @@ def _read_nofollow(path: Path) -> str:
         return fh.read().decode("utf-8", errors="replace")
 
 
-def _artefact_dir(loc: Locations, sub: str) -> Path:
+def artefact_dir(loc: Locations, sub: str) -> Path:
+    """``<state dir>/<sub>`` (made), or under the memory dir's ``.cache`` with no state dir."""
     base = loc.state_dir if loc.state_dir is not None else loc.memory_dir / ".cache"
     path = base / sub
     path.mkdir(parents=True, exist_ok=True)
@@ -150,7 +144,7 @@ def core_summary(core_text: str, limit: int = MAX_CORE_CHARS) -> str:
 
 def brief_text(where: Any = None, agent_name: str | None = None) -> str:
     """The memory brief for one agent: how to use the tools, then the CORE summary."""
-    loc = _locations(where)
+    loc = locations(where)
     agent = agent_name or os.environ.get("AGENTDECK_AGENT") or "agent"
     core_path = loc.memory_dir / "CORE.md"
     core = _read_nofollow(core_path)
@@ -165,9 +159,9 @@ def brief_text(where: Any = None, agent_name: str | None = None) -> str:
 
 def brief_file(where: Any = None, agent_name: str | None = None) -> Path:
     """The brief written to ``<state dir>/briefs/<agent>.md`` (Aider ``--read``, env, hooks)."""
-    loc = _locations(where)
+    loc = locations(where)
     agent = agent_name or os.environ.get("AGENTDECK_AGENT") or "agent"
-    path = _artefact_dir(loc, "briefs") / f"{note_slug(agent, 64)}.md"
+    path = artefact_dir(loc, "briefs") / f"{note_slug(agent, 64)}.md"
     return _write_atomic(path, brief_text(loc, agent))
 
 
@@ -198,7 +192,7 @@ def _default_command() -> tuple[list[str], dict[str, str]]:
 def memory_env(where: Any = None, agent_name: str | None = None, *, with_brief: bool = True) -> dict[str, str]:
     """Env for any agent: where the store is, the brief's path (``AGENTDECK_MEMORY_BRIEF``), and,
     when *where* is a launch wired to the HTTP server, its bearer token (``AGENTDECK_MCP_TOKEN``)."""
-    loc = _locations(where)
+    loc = locations(where)
     env = {ENV_MEMORY_DIR: str(loc.memory_dir)}
     if with_brief:
         env[ENV_MEMORY_BRIEF] = str(brief_file(loc, agent_name))
@@ -224,7 +218,7 @@ def mcp_server_spec(where: Any = None, agent_name: str | None = None, *,
     """
     from agentdeck import paths
 
-    loc = _locations(where)
+    loc = locations(where)
     if mcp_command:
         argv, env = _split_env_prefix(list(mcp_command))
     else:
@@ -238,155 +232,3 @@ def mcp_server_spec(where: Any = None, agent_name: str | None = None, *,
         env[paths.ENV_REPO] = str(loc.repo_root)
     env[ENV_MEMORY_DIR] = str(loc.memory_dir)
     return {"command": argv[0], "args": argv[1:], "env": env}
-
-
-# ----------------------------------------------------------------------------- Claude Code
-
-
-def claude_mcp_config(where: Any = None, agent_name: str | None = None, *,
-                      mcp_command: list[str] | None = None, url: str | None = None) -> dict[str, Any]:
-    """``{"mcpServers": {"agentdeck": {...}}}`` for ``claude --mcp-config``.
-
-    ``alwaysLoad``: Claude Code (2.1.197) otherwise may defer the server's tools behind tool search.
-    Wired to the HTTP server: ``"type": "http"``, the token as ``${AGENTDECK_MCP_TOKEN}`` in the
-    ``Authorization`` header (Claude expands it from its environment; the file holds no secret).
-    *url* defaults to the one *where* (a launch context) is wired to.
-    """
-    url = http_url(where) if url is None else url
-    if url:
-        server = {"type": "http", "url": url, "headers": {"Authorization": f"Bearer ${{{TOKEN_ENV}}}"}}
-        return {"mcpServers": {SERVER_NAME: {**server, "alwaysLoad": True}}}
-    spec = mcp_server_spec(where, agent_name, mcp_command=mcp_command)
-    return {"mcpServers": {SERVER_NAME: {"type": "stdio", **spec, "alwaysLoad": True}}}
-
-
-def claude_mcp_config_file(where: Any = None, agent_name: str | None = None, *,
-                           mcp_command: list[str] | None = None, url: str | None = None) -> Path:
-    """The config above written to ``<state dir>/mcp/<agent>.json``."""
-    url = http_url(where) if url is None else url
-    loc = _locations(where)
-    agent = agent_name or os.environ.get("AGENTDECK_AGENT") or "agent"
-    path = _artefact_dir(loc, "mcp") / f"{note_slug(agent, 64)}.json"
-    config = claude_mcp_config(loc, agent, mcp_command=mcp_command, url=url)
-    return _write_atomic(path, json.dumps(config, indent=2) + "\n")
-
-
-def claude_args(where: Any = None, agent_name: str | None = None, *,
-                mcp_command: list[str] | None = None) -> list[str]:
-    """Claude Code options: the server, its tools allowed without prompts, the brief.
-
-    Keep them together and before the prompt: ``--mcp-config`` and
-    ``--allowedTools`` take several values, so each is followed by another option.
-    """
-    loc = _locations(where)
-    config_file = claude_mcp_config_file(loc, agent_name, mcp_command=mcp_command, url=http_url(where))
-    return [
-        "--mcp-config", str(config_file),
-        "--allowedTools", CLAUDE_ALLOWED_TOOLS,
-        "--append-system-prompt", brief_text(loc, agent_name),
-    ]
-
-
-def claude_env(where: Any = None, agent_name: str | None = None) -> dict[str, str]:
-    """Env for Claude Code: its private auto-memory off (one memory, not two) + :func:`memory_env`."""
-    return {"CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1", **memory_env(where, agent_name)}
-
-
-def claude_session_start_hooks(where: Any = None, agent_name: str | None = None) -> list[dict[str, Any]]:
-    """Entries for ``settings["hooks"]["SessionStart"]``: the brief again after compaction.
-
-    A SessionStart hook's stdout is added to the conversation; the brief file is
-    rewritten at every launch, so it carries the CORE summary of that moment.
-    """
-    path = brief_file(where, agent_name)
-    return [{
-        "matcher": "compact",
-        "hooks": [{"type": "command", "command": f"cat {shlex.quote(str(path))}"}],
-    }]
-
-
-def claude_settings_extension(ctx: Any, settings: dict[str, Any]) -> None:
-    """For :func:`agentdeck.agents.claude.register_settings_extension`: adds the compact hook."""
-    hooks = settings.setdefault("hooks", {})
-    hooks.setdefault("SessionStart", []).extend(claude_session_start_hooks(ctx, ctx.name))
-
-
-def claude_launch(ctx: Any) -> tuple[list[str], dict[str, str]]:
-    """Everything Claude Code needs from an adapter's LaunchContext: ``(argv options, env)``."""
-    return (claude_args(ctx, ctx.name, mcp_command=getattr(ctx, "mcp_command", None) or None),
-            claude_env(ctx, ctx.name))
-
-
-# ----------------------------------------------------------------------------- Codex
-
-
-def _toml_string(text: str) -> str:
-    # A JSON string is a valid TOML basic string for everything json.dumps emits.
-    return json.dumps(text, ensure_ascii=False)
-
-
-def codex_config_args(where: Any = None, agent_name: str | None = None, *,
-                      mcp_command: list[str] | None = None, with_brief: bool = True) -> list[str]:
-    """``-c mcp_servers.agentdeck.*=...`` overrides (and the brief as ``developer_instructions``).
-
-    Wired to the HTTP server: ``url`` and ``bearer_token_env_var`` (Codex reads the token from
-    its own environment); else ``command``/``args``/``env`` of a stdio server.
-    """
-    loc = _locations(where)
-    url = http_url(where)
-    if url:
-        out = [
-            "-c", f"mcp_servers.{SERVER_NAME}.url={_toml_string(url)}",
-            "-c", f"mcp_servers.{SERVER_NAME}.bearer_token_env_var={_toml_string(TOKEN_ENV)}",
-        ]
-    else:
-        spec = mcp_server_spec(loc, agent_name, mcp_command=mcp_command)
-        args_toml = "[" + ", ".join(_toml_string(a) for a in spec["args"]) + "]"
-        env_toml = "{" + ", ".join(f"{k} = {_toml_string(v)}" for k, v in spec["env"].items()) + "}"
-        out = [
-            "-c", f"mcp_servers.{SERVER_NAME}.command={_toml_string(spec['command'])}",
-            "-c", f"mcp_servers.{SERVER_NAME}.args={args_toml}",
-            "-c", f"mcp_servers.{SERVER_NAME}.env={env_toml}",
-        ]
-    if with_brief:
-        out += ["-c", f"developer_instructions={_toml_string(brief_text(loc, agent_name))}"]
-    return out
-
-
-def codex_launch(ctx: Any) -> tuple[list[str], dict[str, str]]:
-    """Everything Codex needs from an adapter's LaunchContext: ``(-c options, env)``."""
-    return (codex_config_args(ctx, ctx.name, mcp_command=getattr(ctx, "mcp_command", None) or None),
-            memory_env(ctx, ctx.name))
-
-
-# ----------------------------------------------------------------------------- others
-
-
-def aider_args(where: Any = None, agent_name: str | None = None) -> list[str]:
-    """Aider has no MCP: the brief as a read-only file (it tells the agent about the CLI too)."""
-    return ["--read", str(brief_file(where, agent_name))]
-
-
-def gemini_settings(where: Any = None, agent_name: str | None = None, *,
-                    mcp_command: list[str] | None = None, url: str | None = None) -> dict[str, Any]:
-    """``{"mcpServers": {"agentdeck": {...}}}`` for a Gemini CLI settings file (tools trusted).
-
-    Wired to the HTTP server: ``httpUrl`` and the token as ``${AGENTDECK_MCP_TOKEN}`` in the
-    ``Authorization`` header (Gemini expands variables in its settings files).
-    """
-    url = http_url(where) if url is None else url
-    if url:
-        return {"mcpServers": {SERVER_NAME: {"httpUrl": url, "headers": {"Authorization": f"Bearer ${{{TOKEN_ENV}}}"},
-                                             "trust": True}}}
-    spec = mcp_server_spec(where, agent_name, mcp_command=mcp_command)
-    return {"mcpServers": {SERVER_NAME: {**spec, "trust": True}}}
-
-
-def gemini_settings_file(where: Any = None, agent_name: str | None = None, *,
-                         mcp_command: list[str] | None = None) -> Path:
-    """The settings above in ``<state dir>/gemini/<agent>.json`` (for ``GEMINI_CLI_SYSTEM_SETTINGS_PATH``)."""
-    loc = _locations(where)
-    agent = agent_name or os.environ.get("AGENTDECK_AGENT") or "agent"
-    path = _artefact_dir(loc, "gemini") / f"{note_slug(agent, 64)}.json"
-    settings = gemini_settings(loc, agent, mcp_command=mcp_command, url=http_url(where))
-    return _write_atomic(path, json.dumps(settings, indent=2) + "\n")

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from agentdeck.memory.store import MemoryStore
 
@@ -46,14 +46,14 @@ class MemoryWatcher:
         self.errors: list[BaseException] = []
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "MemoryWatcher":
+    def start(self) -> MemoryWatcher:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
         watcher = self
 
         class Handler(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:  # noqa: ANN001 - watchdog's event type
+            def on_any_event(self, event) -> None:
                 if event.is_directory:
                     return
                 paths = [str(p) for p in (getattr(event, "src_path", ""), getattr(event, "dest_path", "")) if p]
@@ -85,7 +85,7 @@ class MemoryWatcher:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "MemoryWatcher":
+    def __enter__(self) -> MemoryWatcher:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

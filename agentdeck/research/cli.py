@@ -1,18 +1,20 @@
 """``agentdeck research ...``: run, status, log, pause, resume, stop, promote, space.
 
-``register(subparsers)`` adds the commands to agentdeck's CLI; ``main(argv)``
-runs them alone (``python -m agentdeck.research.cli research status``), which
-is also how a detached loop is started, so it needs nothing but the engine.
+``register(subparsers)`` adds the commands to agentdeck's CLI, whose dispatcher
+(:func:`agentdeck.cli.main`) runs them; a detached loop is started the same way
+(``python -m agentdeck --repo ROOT research run --tag TAG --attach-run``), which
+loads this module and the engine only.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from typing import Any
 
-from agentdeck.errors import AgentdeckError, Refused
+from agentdeck.errors import Refused
 
 
 def register(subparsers: Any) -> None:
@@ -108,7 +110,8 @@ def cmd_run(args: Any) -> int:
     from agentdeck.research.gpus import parse_gpus_arg
 
     research = _research(args)
-    if args.attach_run:
+    if args.attach_run:  # the detached loop: its warnings go to loop.log with a time
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
         tag = research.resolve_tag(args.tag)
     else:
         gpus = parse_gpus_arg(args.gpus) if args.gpus else None
@@ -320,36 +323,3 @@ def cmd_space(args: Any) -> int:
     for k in data["skipped"]:
         print(f"  not searched: {k['name']} = {k['value']} ({k['path']}:{k['line']}): {k['reason']}")
     return 0
-
-
-# ---------------------------------------------------------------------- standalone
-
-
-def main(argv: list[str] | None = None) -> int:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    parser = argparse.ArgumentParser(prog="agentdeck")
-    parser.add_argument("--repo", help="repository to act on (default: the current directory's)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    register(sub)
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except AgentdeckError as err:
-        print(f"agentdeck: error: {err}", file=sys.stderr)
-        if getattr(args, "json", False):
-            _json({"error": str(err)})
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -71,11 +71,6 @@ def commit_all(worktree: Path, message: str) -> str | None:
     return git.run(worktree, "rev-parse", "HEAD")
 
 
-def reset_hard(worktree: Path, commit: str) -> None:
-    git.run(worktree, "reset", "--hard", "-q", commit)
-    git.run(worktree, "clean", "-fdq")
-
-
 def cherry_pick(worktree: Path, commit: str, message: str) -> str | None:
     """Apply *commit*'s change onto the worktree's HEAD; the new commit, or None when it does not
     apply (or is already there).

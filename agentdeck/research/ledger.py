@@ -7,12 +7,8 @@ server's ``research_submit``).  Each thread gets its own connection; every
 write is one short transaction, so a loop killed at any instant leaves the
 ledger consistent.
 
-Alongside it, each run keeps ``results.tsv`` in autoresearch's shape
-(``commit``, the metric's name, ``memory_gb``, ``status``, ``description``)
-plus ``trial``, ``kind``, ``gpu`` and ``seconds``; a row is appended (and
-synced) when a trial is decided, before anything of it is removed.  The file is
-a view of the ledger: when something else wrote to it, the harness rewrites it
-from the ledger instead of appending after the foreign rows.
+Alongside it, each run keeps ``results.tsv``, a view of the ledger
+(:mod:`agentdeck.research.results_tsv`).
 
 **The record out of the job's reach.**  A job runs code a proposer wrote; when it
 is not sandboxed it can open this database.  Every decision is one transaction
@@ -35,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -243,10 +238,6 @@ class Ledger:
         row = self.conn.execute("SELECT * FROM runs WHERE tag = ?", (tag,)).fetchone()
         return self._run_dict(row) if row else None
 
-    def runs(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at, tag").fetchall()
-        return [self._run_dict(r) for r in rows]
-
     def tags(self) -> list[str]:
         return [r["tag"] for r in self.conn.execute("SELECT tag FROM runs ORDER BY created_at, tag")]
 
@@ -449,12 +440,6 @@ class Ledger:
             return "the run's baseline, best or settings changed"
         return ""
 
-    def content_hashes(self, tag: str) -> set[str]:
-        rows = self.conn.execute(
-            "SELECT content_hash FROM trials WHERE tag = ? AND kind != 'confirm' AND content_hash != ''", (tag,)
-        ).fetchall()
-        return {r["content_hash"] for r in rows}
-
     @staticmethod
     def _trial_dict(row: sqlite3.Row) -> dict[str, Any]:
         data = dict(row)
@@ -489,126 +474,3 @@ class Ledger:
     def close_agent_request(self, request_id: int, state: str = "closed") -> None:
         with transaction(self.conn) as c:
             c.execute("UPDATE agent_requests SET state = ? WHERE id = ? AND state = 'open'", (state, request_id))
-
-
-# ---------------------------------------------------------------------- results.tsv
-
-def tsv_header(metric: str) -> list[str]:
-    return ["commit", metric, "memory_gb", "status", "description", "trial", "kind", "gpu", "seconds"]
-
-
-def _clean(text: str) -> str:
-    return " ".join(str(text).replace("\t", " ").split())
-
-
-def tsv_row(trial: dict[str, Any]) -> list[str]:
-    metric = trial.get("metric")
-    shown = f"{metric:.6f}" if isinstance(metric, (int, float)) and metric is not None else "0.000000"
-    if trial.get("status") == "crash":
-        shown = "0.000000"
-    seconds = trial.get("seconds")
-    return [
-        (trial.get("commit") or "")[:7],
-        shown,
-        f"{(trial.get('memory_gb') or 0.0):.1f}",
-        trial.get("status", ""),
-        _clean(trial.get("description", "")),
-        str(trial.get("id", "")),
-        trial.get("kind", ""),
-        str(trial.get("gpu") or ""),
-        f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "",
-    ]
-
-
-class ResultsTsv:
-    """``results.tsv``: a view of the ledger with one writer, the run's loop.
-
-    Rows are appended (and synced) as trials are decided.  The writer remembers what
-    the file holds; when something else changed it (a job appending a fake ``keep``
-    row), :meth:`append` rewrites the whole file from the ledger's rows instead of
-    appending after the foreign ones.
-    """
-
-    def __init__(self, path: Path, metric: str):
-        self.path = Path(path)
-        self.metric = metric
-        self._lock = threading.Lock()
-        self._expected: bytes | None = None  # what the file holds after our last write (None: not known)
-        self.rewrites = 0  # times the file was found changed by someone else and rewritten
-
-    def header(self) -> str:
-        return "\t".join(tsv_header(self.metric)) + "\n"
-
-    def ensure(self) -> None:
-        if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write(self.header())
-
-    def intact(self) -> bool:
-        """True when the file holds what this writer last left in it (or nothing is known yet)."""
-        if self._expected is None:
-            return True
-        try:
-            return self.path.read_bytes() == self._expected
-        except OSError:
-            return False
-
-    def adopt(self) -> None:
-        """Take the file as it is now as this writer's (after checking it against the ledger)."""
-        try:
-            self._expected = self.path.read_bytes()
-        except OSError:
-            self._expected = None
-
-    def append(self, trial: dict[str, Any], ledger_rows: Any = None) -> bool:
-        """Append *trial*'s row.  When the file changed behind this writer's back and
-        *ledger_rows* (a callable returning every recorded trial, *trial* included) is given,
-        the file is rewritten from those instead; True then."""
-        if ledger_rows is not None and not self.intact():
-            self.rewrite(ledger_rows())
-            self.rewrites += 1
-            return True
-        self.ensure()
-        self._write("\t".join(tsv_row(trial)) + "\n")
-        return False
-
-    def rewrite(self, trials: Iterable[dict[str, Any]]) -> None:
-        """Write the whole file from *trials* (in the order given), atomically."""
-        text = self.header() + "".join("\t".join(tsv_row(t)) + "\n" for t in trials)
-        data = text.encode("utf-8")
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            self._expected = data
-
-    def _write(self, text: str) -> None:
-        with self._lock:
-            data = text.encode("utf-8")
-            if self._expected is None and self.path.exists():
-                try:
-                    self._expected = self.path.read_bytes()
-                except OSError:
-                    pass
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._expected = (self._expected or b"") + data
-
-    def rows(self) -> list[dict[str, str]]:
-        if not self.path.exists():
-            return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        if not lines:
-            return []
-        header = lines[0].split("\t")
-        return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line]

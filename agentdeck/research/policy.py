@@ -10,7 +10,9 @@ the rules assume either may lie.
 1. **Before the job** — the proposal's commit: every editable path is a regular
    file (mode 100644/100755; a symlink or a submodule is rejected:
    :func:`tree_problems`); the files on disk are regular, unlinked files
-   (:func:`disk_problems`).
+   (:func:`disk_problems`); only editable files changed (:func:`change_problems`);
+   files equal to an earlier trial's are a duplicate, never run (:func:`is_duplicate`);
+   queued trials wait in :func:`dispatch_key` order.
 2. **After the job** — its verdict (:func:`job_verdict`): cancelled, lost,
    reached outside its files (links, ``.git``), changed a protected file,
    exited non-zero, printed no metric, printed it several times with different
@@ -18,7 +20,8 @@ the rules assume either may lie.
    judged.
 3. **Judging** (:func:`decide`) against the best *of the trial's own hardware
    class*: not better than the best by more than the noise: discard; measured
-   on an older best: re-apply on the new one; too good to believe
+   on an older best: re-apply on the new one (:func:`moved_change`: its own files again are
+   judged as measured, no second run); too good to believe
    (:func:`suspicion`): suspect, re-run twice, kept only if every run agrees
    within the noise (:func:`agree`); with ``confirm``: one re-run and the mean
    decides; else keep.
@@ -115,6 +118,45 @@ def reach_problems(disk: Iterable[str], git_changes: Iterable[str]) -> tuple[str
         shown = ", ".join(changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5 else "")
         out.append(f"changed under .git: {shown}")
     return tuple(out)
+
+
+def change_problems(changed: Iterable[str], editable: Iterable[str], protected: Iterable[str]) -> list[str]:
+    """A proposal may change editable files only: a protected file changed, or any file outside the
+    editable ones, rejects it (display paths; protected files named first)."""
+    changed, editable, protected = list(changed), set(editable), set(protected)
+    hit = sorted(p for p in changed if p in protected)
+    if hit:
+        return ["protected file changed: " + ", ".join(hit)]
+    outside = sorted(p for p in changed if p not in editable and p not in protected)
+    if outside:
+        return ["file outside editable changed: " + ", ".join(outside)]
+    return []
+
+
+def is_duplicate(content_hash: str, known: "set[str] | frozenset[str]", own: str | None = None) -> bool:
+    """True when a proposal's editable files (*content_hash*) were proposed or measured before
+    (*known*).  A change made again on a newer best whose files come out as its own (*own*: a
+    searched point written onto a best with the same code) is not a duplicate of itself."""
+    return content_hash in known and content_hash != own
+
+
+#: The order trials wait for a lane in: baselines, then confirmations, then proposals.
+DISPATCH_PRIORITY = {"baseline": 0, "confirm": 1, "proposal": 2}
+
+
+def dispatch_key(kind: str, parent: str, best: str, trial_id: int) -> tuple[int, bool, int]:
+    """Sort key of a queued trial: baselines, then confirmations, then proposals made on the
+    current *best*, then those made on an older one (moved first), oldest first."""
+    return DISPATCH_PRIORITY.get(kind, 3), parent != best, trial_id
+
+
+def moved_change(content_hash: str, own: str, known: "set[str] | frozenset[str]") -> str:
+    """A measured winner's change made again on a newer best came out as *content_hash*:
+    ``"as_measured"`` (its own files: its measurement stands, it is judged again against that
+    best), ``"duplicate"`` (another trial's files) or ``"rerun"`` (new files: run them)."""
+    if content_hash == own:
+        return "as_measured"
+    return "duplicate" if is_duplicate(content_hash, known, own) else "rerun"
 
 
 # ====================================================================== 2. the job's verdict
@@ -269,7 +311,8 @@ def crash_pause(streak: int, max_crashes: int) -> bool:
 
 
 __all__ = [
-    "fmt", "tree_problems", "disk_problems", "git_dir_changes", "reach_problems", "metric_values",
+    "fmt", "tree_problems", "disk_problems", "change_problems", "is_duplicate", "dispatch_key",
+    "moved_change", "DISPATCH_PRIORITY", "git_dir_changes", "reach_problems", "metric_values",
     "job_verdict", "run_verdict", "metric_verdict", "metric_of", "baseline_of", "passes_floor", "jump_limit", "suspicion", "agree", "decide",
     "crash_streak", "crash_pause", "SUSPECT_RERUNS",
 ]

@@ -11,8 +11,7 @@ For the deck's screens:
 - Diff tab: :meth:`Review.diff` (``DiffResult.files`` → ``FileDiff.hunks`` →
   ``DiffLine`` with old/new line numbers, ``FileDiff.language`` for the lexer,
   ``diff.rich_renderable(file)`` for a ready-made rich view);
-  :meth:`Review.file_diff` loads one file's hunks only; :meth:`Review.diff_size`
-  / :meth:`Review.diff_sizes` for the list.
+  :meth:`Review.diff_size` / :meth:`Review.diff_sizes` for the list.
 - Merge dialog: :meth:`Review.check_merge` (files that will change, conflicts,
   ``problems`` lines, ``ok``) then :meth:`Review.merge`.
 - List marks: :meth:`Review.conflicts` and :meth:`Review.conflict_marks`.
@@ -22,9 +21,10 @@ For the deck's screens:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from agentdeck import git
 from agentdeck.errors import Refused, UsageError
@@ -42,8 +42,17 @@ from agentdeck.review.diff import diff_size as _diff_size
 from agentdeck.review.merge import STRATEGIES, MergeCheck, MergeResult
 
 __all__ = [
-    "Review", "Side", "DiffResult", "FileDiff", "CommitResult", "MergeCheck", "MergeResult",
-    "ConflictEntry", "CompareRow", "BASE", "STRATEGIES",
+    "BASE",
+    "STRATEGIES",
+    "CommitResult",
+    "CompareRow",
+    "ConflictEntry",
+    "DiffResult",
+    "FileDiff",
+    "MergeCheck",
+    "MergeResult",
+    "Review",
+    "Side",
 ]
 
 
@@ -60,6 +69,9 @@ class Review:
         return Path(self.deck.repo.root)
 
     def _side(self, rec: Any) -> Side:
+        from agentdeck.sandbox.agent_bwrap import sync_branch
+
+        sync_branch(self.root, rec.branch)  # a sandboxed agent's commits come back to its branch first
         ignore = frozenset(self.deck.copied_files(rec.name) or ())
         return Side(
             root=self.root, worktree=Path(rec.worktree) if rec.worktree else None, branch=rec.branch,
@@ -79,10 +91,6 @@ class Review:
     def diff(self, name: str, patch: bool = True, paths: Iterable[str] | None = None) -> DiffResult:
         """Branch + uncommitted work against the merge-base with the base branch."""
         return compute_diff(self.side(name), patch=patch, paths=paths)
-
-    def file_diff(self, name: str, path: str) -> FileDiff | None:
-        """One file's diff with hunks (the Diff tab loads the shown file only)."""
-        return self.diff(name, patch=True, paths=[path]).file(path)
 
     def diff_size(self, name: str) -> tuple[int, int]:
         """(lines added, lines removed): fast, for the deck's list."""
@@ -130,11 +138,6 @@ class Review:
             )
         return target
 
-    def branches(self) -> list[str]:
-        """Local branches, for the merge dialog's target picker."""
-        out = git.run(self.root, "for-each-ref", "--format=%(refname:short)", "refs/heads/")
-        return [b for b in out.splitlines() if b]
-
     def check_merge(self, name: str, strategy: str | None = None, into: str | None = None,
                     message: str | None = None, no_ff: bool = False) -> MergeCheck:
         """The merge dialog's content: files that will change, conflicts, blocking problems."""
@@ -152,7 +155,8 @@ class Review:
         rec = self.deck.get(name)
         side = self._side(rec)
         target = self._target(rec, into)
-        kwargs = dict(agent=name, branch=rec.branch, worktree=side.worktree, target=target, ignore=side.ignore)
+        kwargs = {"agent": name, "branch": rec.branch, "worktree": side.worktree, "target": target,
+                  "ignore": side.ignore}
         result = _merge.merge(
             self.root, strategy=strategy or self.deck.config.review.merge_strategy, message=message,
             no_ff=no_ff, **kwargs,
@@ -166,7 +170,7 @@ class Review:
             _merge.ensure_cleanup_safe(self.root, **kwargs)
             before = {r["ref"] for r in git.list_recovery_refs(self.root)}
             ret = self.deck.kill(name, discard=True)
-            ref = ret.get("recovery_ref") if isinstance(ret, dict) else ret
+            ref = getattr(ret, "recovery_ref", ret)  # Deck.kill's KillResult (a test double may give the ref)
             if isinstance(ref, str) and ref.startswith("refs/"):
                 result.recovery_ref = ref
             else:

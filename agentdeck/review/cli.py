@@ -7,6 +7,8 @@ import sys
 from typing import Any
 
 from agentdeck.cli_util import open_deck, print_json
+from agentdeck.review.compare import table
+from agentdeck.review.diff import stat_lines
 
 
 def register(subparsers: Any) -> None:
@@ -81,8 +83,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
         _out(f"{rec.name}: no changes against {rec.base_branch}")
         return 0
     if args.stat:
-        from agentdeck.review.diff import stat_lines
-
         for line in stat_lines(result):
             _out(line)
     else:
@@ -164,8 +164,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print_json([r.to_json() for r in rows])
         return 0
-    from agentdeck.review.compare import table
-
     for line in table(rows):
         _out(line)
     if not deck.config.review.test_command and not args.no_tests:

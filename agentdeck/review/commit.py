@@ -20,9 +20,10 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agentdeck import git
 from agentdeck.errors import Refused
@@ -77,7 +78,7 @@ def commit_worktree(worktree: Path | str, message: str, ignore: set[str] | froze
     if not index.is_absolute():
         index = wt / index
     tmp = index.with_name(f"agentdeck-commit-{os.getpid()}-{threading.get_ident()}.index")
-    head_before = _git.rev(wt, "HEAD")
+    head_before = git.head_commit(wt, "HEAD")
     try:
         if index.exists():
             shutil.copy2(index, tmp)  # keep the mtime: git's racy-clean check depends on it
@@ -87,7 +88,7 @@ def commit_worktree(worktree: Path | str, message: str, ignore: set[str] | froze
             raise Refused(f"could not stage the changes of {label}: {_one_line(proc.stderr)}; nothing was committed")
         proc = git.run_proc(wt, "commit", "-q", "-F", "-", env=env,
                             input=message if message.endswith("\n") else message + "\n")
-        if proc.returncode != 0 and _git.rev(wt, "HEAD") == head_before:
+        if proc.returncode != 0 and git.head_commit(wt, "HEAD") == head_before:
             detail = _one_line(proc.stdout + "\n" + proc.stderr) or f"git commit exited {proc.returncode}"
             raise Refused(
                 f"the commit of {label} was refused: {detail}; nothing was committed — "
@@ -97,7 +98,7 @@ def commit_worktree(worktree: Path | str, message: str, ignore: set[str] | froze
     finally:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".lock").unlink(missing_ok=True)
-    commit = _git.rev(wt, "HEAD") or ""
+    commit = git.head_commit(wt, "HEAD") or ""
     committed = [p for p in git.run(wt, "diff-tree", "--root", "-r", "--no-commit-id", "--name-only", "-z", "HEAD")
                  .split("\0") if p]
     return CommitResult(commit=commit, message=message, files=committed)
@@ -178,6 +179,7 @@ def default_client_factory(settings: Any) -> Any:
     key = os.environ.get(key_env, "")
     if not key and not settings.base_url:
         raise Refused(f"[llm] provider {provider} needs an API key in ${key_env}")
+    # The SDKs are imported only when a message is written by a model (each costs ~0.5 s).
     if provider == "anthropic":
         import anthropic
 
@@ -228,7 +230,7 @@ def clean_message(text: str) -> str:
 def write_message(diff: DiffResult, llm_settings: Any | None,
                   client_factory: ClientFactory | None = None) -> tuple[str, str, str]:
     """(message, source, warning): the model's message when configured and reachable, else a summary."""
-    if llm_settings is not None and getattr(llm_settings, "model", ""):
+    if llm_settings is not None and getattr(llm_settings, "model", None):
         try:
             return llm_message(llm_settings, diff, client_factory), "llm", ""
         except Exception as exc:  # the model is a convenience: never block a commit on it

@@ -54,13 +54,18 @@ class CompareRow:
 
 def run_test(command: str, cwd: Path | str, timeout: float | None = None, tail_lines: int = 20,
              env: dict[str, str] | None = None) -> SuiteRun:
-    """Run *command* with the shell in *cwd*; pass = exit 0 within *timeout*."""
+    """Run *command* with the shell in *cwd*; pass = exit 0 within *timeout*.  In a sandboxed
+    agent's worktree it runs inside that agent's sandbox (its files are the agent's)."""
+    from agentdeck.sandbox.agent_bwrap import command_in_worktree
+
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    sandboxed = command_in_worktree(cwd, ["/bin/sh", "-c", command], full_env)
     start = time.monotonic()
     proc = subprocess.Popen(
-        command, shell=True, cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        sandboxed if sandboxed is not None else command, shell=sandboxed is None, cwd=str(cwd),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, text=True, errors="replace", env=full_env, start_new_session=True,
     )
     timed_out = False

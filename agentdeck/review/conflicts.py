@@ -13,9 +13,10 @@ Snapshots and merge checks run in a small thread pool (each is a git process).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from agentdeck.errors import AgentdeckError
 from agentdeck.review import _git

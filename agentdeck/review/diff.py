@@ -14,9 +14,10 @@ plus the raw patch text per file for plain output.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from agentdeck import git
 from agentdeck.errors import Refused
@@ -158,11 +159,11 @@ def side_state(side: Side, base: str) -> tuple[str, str | None, str]:
     return state, snap.head, _merge_base(side, snap.head, base)
 
 
-def _snap(side: Side, want_commit: bool = False) -> _git.Snapshot:
+def _snap(side: Side, want_commit: bool = False) -> git.Snapshot:
     if _git.worktree_ok(side.worktree):
         return _git.snapshot(side.worktree, side.ignore, want_commit=want_commit)  # type: ignore[arg-type]
     head = _git.branch_tip(side.root, side.branch)
-    return _git.Snapshot(tree=_git.tree_of(side.root, head), head=head, dirty=False, commit=head)
+    return git.Snapshot(tree=_git.tree_of(side.root, head), head=head, dirty=False, commit=head)
 
 
 def _merge_base(side: Side, head: str | None, base: str) -> str:
@@ -246,8 +247,8 @@ def _parse(out: str, raw: bool) -> list[FileDiff]:
         binary = a == "-"
         counts.append((0 if binary else int(a), 0 if binary else int(r), binary, path, old))
     if raw:
-        for file, (a, r, binary, _path, _old) in zip(files, counts):
-            file.added, file.removed, file.binary = a, r, binary
+        for file, (added, removed, binary, _path, _old) in zip(files, counts):
+            file.added, file.removed, file.binary = added, removed, binary
         return files
     return [
         FileDiff(path=p, old_path=o, status="renamed" if o else "modified", added=a, removed=r, binary=b)
@@ -334,7 +335,7 @@ def parse_hunks(patch: str) -> list[Hunk]:
 
 def guess_language(path: str) -> str:
     """The Pygments lexer alias for *path* (used with rich's ``Syntax``); "text" when unknown."""
-    try:
+    try:  # pygments and rich: only for a face that draws with rich; the CLI never loads them
         from pygments.lexers import get_lexer_for_filename
         from pygments.util import ClassNotFound
     except ImportError:  # pragma: no cover - pygments ships with rich

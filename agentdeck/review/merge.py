@@ -41,6 +41,7 @@ from agentdeck.errors import Refused, UsageError
 from agentdeck.faults import fault_point
 from agentdeck.review import _git
 from agentdeck.review import merge_journal as _journal
+from agentdeck.review.diff import STATUS_NAMES
 
 STRATEGIES = ("merge", "squash", "rebase")
 
@@ -145,16 +146,16 @@ def check_merge(
     tip = _git.branch_tip(root, branch)
     check = MergeCheck(agent=agent, branch=branch, target=target, strategy=strategy, target_old=old, branch_tip=tip)
     check.uncommitted = _git.uncommitted(worktree, set(ignore or ()))
-    checkout = _git.find_checkout(root, target)
+    checkout = git.find_checkout(root, target)
     if checkout is not None:
         check.checkout = str(checkout)
         journal = _journal.journal_for(root, target)
         if journal is not None:
             check.interrupted = _journal.inspect(root, journal).describe()
-        check.target_dirty = _git.tracked_changes(checkout)
+        check.target_dirty = git.status_porcelain(checkout, untracked=False)
     check.commits = int(git.run(root, "rev-list", "--count", f"{old}..{tip}") or 0)
 
-    if _git.is_ancestor(root, tip, old):
+    if git.is_ancestor(root, tip, old):
         check.up_to_date = True
         return check
     merged = _git.merge_tree(root, old, tip)
@@ -165,7 +166,7 @@ def check_merge(
         check.up_to_date = True
         return check
 
-    can_ff = _git.is_ancestor(root, old, tip)
+    can_ff = git.is_ancestor(root, old, tip)
     if strategy == "merge":
         if can_ff and not no_ff:
             check.fast_forward, new = True, tip
@@ -216,7 +217,7 @@ def apply_merge(root: Path | str, check: MergeCheck) -> None:
     new, old, target = check.new_commit, check.target_old, check.target
     assert new is not None
     reflog = f"agentdeck: {check.strategy} {check.branch} (agent {check.agent})"
-    checkout = _git.find_checkout(root, target)
+    checkout = git.find_checkout(root, target)
     if checkout is None:
         proc = git.run_proc(root, "update-ref", "-m", reflog, f"refs/heads/{target}", new, old)
         if proc.returncode != 0:
@@ -225,13 +226,13 @@ def apply_merge(root: Path | str, check: MergeCheck) -> None:
             )
         return
     # Re-check the checkout right before touching it.
-    dirty = _git.tracked_changes(checkout)
+    dirty = git.status_porcelain(checkout, untracked=False)
     if dirty:
         raise Refused(
             f"the checkout of {target} at {checkout} has uncommitted changes ({_git.short(dirty)}); "
             "commit or stash them there and try again"
         )
-    if _git.rev(checkout, "HEAD") != old:
+    if git.head_commit(checkout, "HEAD") != old:
         raise Refused(f"{target} moved while merging; nothing changed, try again")
     journal = _journal.write_journal(root, target=target, checkout=checkout, old=old, new=new,
                                      agent=check.agent, branch=check.branch, strategy=check.strategy)
@@ -275,7 +276,7 @@ def changes_in_target(root: Path | str, branch: str, target: str) -> bool:
     """True when every change of *branch* is already in *target* (safe to delete the branch)."""
     tip = _git.branch_tip(root, branch)
     old = _git.branch_tip(root, target)
-    if _git.is_ancestor(root, tip, old):
+    if git.is_ancestor(root, tip, old):
         return True
     merged = _git.merge_tree(root, old, tip)
     return merged.clean and merged.tree == _git.tree_of(root, old)
@@ -342,8 +343,6 @@ def _squash_message(root: Path | str, agent: str, branch: str, old: str, tip: st
 
 
 def _name_status(root: Path | str, old: str, new: str) -> list[dict[str, str]]:
-    from agentdeck.review.diff import STATUS_NAMES
-
     out = git.run(root, "diff-tree", "-r", "-M", "--name-status", "-z", old, new)
     tokens = out.split("\0")
     files = []

@@ -47,6 +47,8 @@ from typing import Any
 
 from agentdeck import git, paths
 from agentdeck.errors import Refused
+from agentdeck.fsutil import atomic_write
+from agentdeck.status import process_gone, process_identity
 
 JOURNAL_DIR = "merges"
 LOCK_STALE_S = 10.0  # where running processes cannot be listed: a lock this old with no merger alive is stale
@@ -66,20 +68,13 @@ def journal_path(root: Path | str, target: str) -> Path:
 
 def write_journal(root: Path | str, *, target: str, checkout: Path | str, old: str, new: str,
                   agent: str = "", branch: str = "", strategy: str = "") -> Path:
-    from agentdeck.status import process_identity
-
     path = journal_path(root, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {
         "target": target, "checkout": str(checkout), "old": old, "new": new, "agent": agent, "branch": branch,
         "strategy": strategy, "process": process_identity(), "started_at": time.time(),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data))
     return path
 
 
@@ -106,8 +101,6 @@ def remove_journal(journal: dict[str, Any]) -> None:
 
 
 def merger_alive(journal: dict[str, Any]) -> bool:
-    from agentdeck.status import process_gone
-
     ident = journal.get("process")
     if not isinstance(ident, dict):
         return False
@@ -280,7 +273,7 @@ def inspect(root: Path | str, journal: dict[str, Any]) -> Leftover:
     entries = _diff_entries(checkout, journal["old"], journal["new"])
     disk, blocked = _disk_entries(checkout, [e[4] for e in entries])
     left = Leftover(journal, "half", lock=stale, touched=len(entries), blocked=blocked, head=head)
-    for old_mode, new_mode, old_blob, new_blob, rel in entries:
+    for _old_mode, _new_mode, old_blob, new_blob, rel in entries:
         if rel in blocked:
             continue
         now = disk.get(rel)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from agentdeck import git
@@ -37,7 +38,7 @@ def push(root: Path | str, branch: str, remote: str = "origin") -> str:
     return f"pushed {branch} to {remote}"
 
 
-def pick_tool(url: str = "", which=shutil.which) -> str:
+def pick_tool(url: str = "", which: Callable[[str], str | None] = shutil.which) -> str:
     """``gh`` or ``glab``: the one installed; both installed: by the remote's host."""
     found = [t for t in PR_TOOLS if which(t)]
     if not found:

@@ -19,6 +19,9 @@ def doctor_checks(config: Any = None) -> list[dict[str, Any]]:
         checks.append({"name": "sandbox", "level": "warn", "detail": found.reason,
                        "fix": "install bubblewrap (apt-get install bubblewrap) and allow user namespaces "
                               "(sysctl kernel.unprivileged_userns_clone=1), or run as root"})
+    from agentdeck.sandbox.agent_mode import doctor_checks as agent_checks  # agents' sandbox modes (issue 17)
+
+    checks.extend(agent_checks(config))
     research = getattr(config, "research", None)
     if research is not None:
         from agentdeck.research.isolation import resolve_sandbox

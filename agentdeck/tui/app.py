@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from textual.app import App
 from textual.binding import BindingType
@@ -18,6 +19,7 @@ from agentdeck.tui.attach import Attacher, default_attacher
 from agentdeck.tui.bindings import check_keymap, palette_binding
 from agentdeck.tui.commands import DeckCommands
 from agentdeck.tui.live import DeckPool, diff_size
+from agentdeck.tui.main_screen import MainScreen
 
 
 class DeckApp(App[int]):
@@ -50,8 +52,6 @@ class DeckApp(App[int]):
         self.set_keymap(dict(deck.config.keymap))  # [keymap]: binding id -> key(s)
 
     def get_default_screen(self) -> Any:
-        from agentdeck.tui.screens.main import MainScreen
-
         self.main_screen = MainScreen(live=self.live)
         return self.main_screen
 
@@ -59,7 +59,7 @@ class DeckApp(App[int]):
         for problem in self._keymap_problems:
             self.notify(problem, severity="warning", timeout=10)
 
-    def notify(self, message: str, *, title: str = "", severity: str = "information",  # type: ignore[override]
+    def notify(self, message: str, *, title: str = "", severity: str = "information",
                timeout: float | None = None, markup: bool = False, **kwargs: Any) -> None:
         """A toast; never markup (engine messages may hold brackets), and kept in ``notices``."""
         self.notices.append((severity, message))
@@ -108,15 +108,15 @@ def configured_repos() -> list[str] | None:
     """No --repo: the current repository plus `[deck] repos` of the user config (None: just this one)."""
     import os
 
-    from agentdeck import git
     from agentdeck.config import load_config
     from agentdeck.errors import NotARepository
+    from agentdeck.paths import find_repo
 
     listed = [os.path.expanduser(r) for r in load_config(None).deck.repos]
     if not listed:
         return None
     try:
-        here = [str(git.repo_paths(Path.cwd()).root)]
+        here = [str(find_repo(Path.cwd()).root)]
     except NotARepository:
         here = []
     return here + listed

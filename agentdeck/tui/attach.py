@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 
 class Attacher(Protocol):

@@ -1,7 +1,8 @@
 """The deck's key map: every key of the contract, each with an id (for ``[keymap]``) and a description.
 
-One table shared by the main screen (its ``BINDINGS``), the help screen and the
-command palette, so that the three never disagree.  Keys are Textual key names
+One table shared by the main screen (its ``BINDINGS``), the footer, the help
+screen, the command palette and the handlers (:mod:`agentdeck.tui.actions`, keyed
+by the same ids), so that they never disagree.  Keys are Textual key names
 (``question_mark`` for ``?``, ``slash`` for ``/``); users may write either form
 in ``[keymap]`` (``help = "?,f1"``).
 """
@@ -17,7 +18,6 @@ from textual.binding import Binding
 class KeySpec:
     id: str  # the binding id users remap in [keymap]
     key: str  # default key(s), Textual names
-    action: str  # action on the main screen (or "app.<action>")
     description: str  # short text for the footer
     help: str  # one line for the help screen and the palette
     show: bool = True  # shown in the footer (when it applies)
@@ -25,51 +25,52 @@ class KeySpec:
 
 
 KEYS: tuple[KeySpec, ...] = (
-    KeySpec("new_agent", "n", "new_agent", "new", "Create an agent: name, definition, base branch, prompt"),
-    KeySpec("attach", "enter", "attach", "attach", "Attach to the agent's tmux pane (detach with C-b d)",
+    KeySpec("new_agent", "n", "new", "Create an agent: name, definition, base branch, prompt"),
+    KeySpec("attach", "enter", "attach", "Attach to the agent's tmux pane (detach with C-b d)",
             per_agent=True),
-    KeySpec("send", "s", "send", "send", "Type a message into the agent and submit it", per_agent=True),
-    KeySpec("approve", "a", "approve", "approve", "Approve the pending permission prompt (waiting only)",
+    KeySpec("send", "s", "send", "Type a message into the agent and submit it", per_agent=True),
+    KeySpec("approve", "a", "approve", "Approve the pending permission prompt (waiting only)",
             per_agent=True),
-    KeySpec("deny", "D", "deny", "deny", "Deny the pending permission prompt (waiting only)", per_agent=True),
-    KeySpec("restart", "r", "restart", "restart", "Relaunch the agent in its worktree, resuming its conversation",
+    KeySpec("deny", "D", "deny", "Deny the pending permission prompt (waiting only)", per_agent=True),
+    KeySpec("restart", "r", "restart", "Relaunch the agent in its worktree, resuming its conversation",
             per_agent=True),
-    KeySpec("kill", "x", "kill", "kill", "Stop the agent (says what is kept and what would be lost)",
+    KeySpec("kill", "x", "kill", "Stop the agent (says what is kept and what would be lost)",
             per_agent=True),
-    KeySpec("commit", "c", "commit", "commit", "Commit the agent's work in its worktree", per_agent=True),
-    KeySpec("merge", "m", "merge", "merge", "Merge the agent's branch into its base branch", per_agent=True),
-    KeySpec("compare", "C", "compare", "compare", "Compare the selected agents (files, lines, tests)",
+    KeySpec("commit", "c", "commit", "Commit the agent's work in its worktree", per_agent=True),
+    KeySpec("merge", "m", "merge", "Merge the agent's branch into its base branch", per_agent=True),
+    KeySpec("compare", "C", "compare", "Compare the selected agents (files, lines, tests)",
             show=False),
-    KeySpec("select", "space", "select", "select", "Select / unselect the agent (for compare, broadcast)",
+    KeySpec("select", "space", "select", "Select / unselect the agent (for compare, broadcast)",
             show=False, per_agent=True),
-    KeySpec("broadcast", "b", "broadcast", "broadcast", "Send one message to the selected (or all) agents",
+    KeySpec("broadcast", "b", "broadcast", "Send one message to the selected (or all) agents",
             show=False),
-    KeySpec("fork", "f", "fork", "fork", "Fork the agent into a new one from its current work", show=False,
+    KeySpec("fork", "f", "fork", "Fork the agent into a new one from its current work", show=False,
             per_agent=True),
-    KeySpec("next_waiting", "w", "next_waiting", "next waiting", "Jump to the next agent waiting for you"),
-    KeySpec("filter", "slash", "filter", "filter", "Filter the list (name, definition, status, branch)"),
-    KeySpec("tab_preview", "1", "tab('preview')", "preview", "Preview tab: the agent's pane, live", show=False),
-    KeySpec("tab_diff", "2", "tab('diff')", "diff", "Diff tab: what the agent changed", show=False),
-    KeySpec("tab_memory", "3", "tab('memory')", "memory", "Memory tab: shared notes", show=False),
-    KeySpec("tab_research", "4", "tab('research')", "research", "Research tab: auto-research runs", show=False),
-    KeySpec("edit_note", "e", "edit_note", "edit note", "Edit the selected note (Memory tab)"),
-    KeySpec("research_pause", "p", "research_pause", "pause", "Pause / resume the research run (Research tab)"),
-    KeySpec("research_stop", "S", "research_stop", "stop", "Stop the research run (Research tab)"),
-    KeySpec("research_promote", "P", "research_promote", "promote", "Promote the best trial (Research tab)"),
-    KeySpec("help", "question_mark", "help", "help", "Show every key"),
-    KeySpec("quit", "q", "quit", "quit", "Quit the deck (agents keep running)"),
+    KeySpec("next_waiting", "w", "next waiting", "Jump to the next agent waiting for you"),
+    KeySpec("filter", "slash", "filter", "Filter the list (name, definition, status, branch)"),
+    KeySpec("tab_preview", "1", "preview", "Preview tab: the agent's pane, live", show=False),
+    KeySpec("tab_diff", "2", "diff", "Diff tab: what the agent changed", show=False),
+    KeySpec("tab_memory", "3", "memory", "Memory tab: shared notes", show=False),
+    KeySpec("tab_research", "4", "research", "Research tab: auto-research runs", show=False),
+    KeySpec("edit_note", "e", "edit note", "Edit the selected note (Memory tab)"),
+    KeySpec("research_pause", "p", "pause", "Pause / resume the research run (Research tab)"),
+    KeySpec("research_stop", "S", "stop", "Stop the research run (Research tab)"),
+    KeySpec("research_promote", "P", "promote", "Promote the best trial (Research tab)"),
+    KeySpec("help", "question_mark", "help", "Show every key"),
+    KeySpec("quit", "q", "quit", "Quit the deck (agents keep running)"),
 )
 
 # The palette key lives on the App (Textual's own command palette action).
-PALETTE = KeySpec("command_palette", "ctrl+p", "app.command_palette", "palette",
+PALETTE = KeySpec("command_palette", "ctrl+p", "palette",
                   "Command palette: every action for every agent")
 
 BY_ID = {spec.id: spec for spec in (*KEYS, PALETTE)}
 
 
 def screen_bindings() -> list[Binding]:
+    """The main screen's bindings: each runs ``key('<binding id>')`` (:mod:`agentdeck.tui.actions`)."""
     return [
-        Binding(spec.key, spec.action, spec.description, show=spec.show, id=spec.id, tooltip=spec.help)
+        Binding(spec.key, f"key({spec.id!r})", spec.description, show=spec.show, id=spec.id, tooltip=spec.help)
         for spec in KEYS
     ]
 

@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import Any, Iterator
+from typing import Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from agentdeck.tui.bindings import KEYS
+from agentdeck.tui.bindings import BY_ID, KEYS
 
-# Global actions (text shown in the palette, action name on the main screen).
+# Global actions (text shown in the palette, binding id of the same key).
 GLOBAL = (
     ("new agent", "new_agent"),
     ("next waiting agent", "next_waiting"),
     ("filter agents", "filter"),
     ("compare selected agents", "compare"),
     ("broadcast to agents", "broadcast"),
-    ("preview tab", "tab('preview')"),
-    ("diff tab", "tab('diff')"),
-    ("memory tab", "tab('memory')"),
-    ("research tab", "tab('research')"),
+    ("preview tab", "tab_preview"),
+    ("diff tab", "tab_diff"),
+    ("memory tab", "tab_memory"),
+    ("research tab", "tab_research"),
     ("help: every key", "help"),
     ("quit the deck (agents keep running)", "quit"),
 )
 
 
 def per_agent_commands(names: list[str]) -> Iterator[tuple[str, str, str, str]]:
-    """(text, action, agent, help) for every per-agent action of every agent."""
+    """(text, binding id, agent, help) for every per-agent action of every agent."""
     for name in names:
         for spec in KEYS:
             if spec.per_agent:
-                yield f"{spec.description} {name}", spec.action, name, spec.help
+                yield f"{spec.description} {name}", spec.id, name, spec.help
 
 
 class DeckCommands(Provider):
@@ -43,12 +44,11 @@ class DeckCommands(Provider):
         main = self._main()
         if main is None:
             return
-        for text, action in GLOBAL:
-            spec = next((s for s in KEYS if s.action == action), None)
-            yield text, partial(main.run_palette_action, action, None), spec.help if spec else ""
+        for text, binding_id in GLOBAL:
+            yield text, partial(main.run_palette_action, binding_id, None), BY_ID[binding_id].help
         agents = [r.name for r in main.rows] if names is None else names
-        for text, action, name, help_text in per_agent_commands(agents):
-            yield text, partial(main.run_palette_action, action, name), help_text
+        for text, binding_id, name, help_text in per_agent_commands(agents):
+            yield text, partial(main.run_palette_action, binding_id, name), help_text
 
     async def discover(self) -> Hits:
         """Before typing: the deck's commands and the selected agent's."""

@@ -100,18 +100,29 @@ class ShowText(Message):
         self.confirm = confirm  # a callable run (in a worker) when the user confirms; None = info only
 
 
-class MemoryLoaded(Message):
-    """Recent notes for the Memory tab; ``notes`` is None when the memory feature is not there."""
-
-    def __init__(self, notes: list[dict[str, Any]] | None, error: str = "") -> None:
-        super().__init__()
-        self.notes = notes
-        self.error = error
-
-
 class ConflictMarks(Message):
     """The conflict radar's marks: {agent: {"overlaps": [other...], "conflicts": [other...]}}."""
 
     def __init__(self, marks: dict) -> None:
         super().__init__()
         self.marks = marks
+
+
+class ResearchStatus(Message):
+    """The latest run's status (None: no run yet), or why it could not be read."""
+
+    def __init__(self, status: dict[str, Any] | None, error: str = "") -> None:
+        super().__init__()
+        self.status = status
+        self.error = error
+
+
+class TrialDetail(Message):
+    """A trial's log tail and diff, for the Research tab."""
+
+    def __init__(self, tag: str, trial: int, log: str, diff: str) -> None:
+        super().__init__()
+        self.tag = tag
+        self.trial = trial
+        self.log = log
+        self.diff = diff

@@ -32,13 +32,18 @@ class AgentRow:
     kept: bool
     worktree: str
     session: str
+    sandbox: str = "none"
+    """The sandbox label (``agent``, ``bwrap/auto``...; ``none`` shows nothing)."""
 
     @classmethod
-    def from_record(cls, rec: Any) -> "AgentRow":
+    def from_record(cls, rec: Any) -> AgentRow:
+        from agentdeck.views import sandbox_fields, sandbox_label
+
         return cls(
             name=rec.name, definition=rec.definition, kind=rec.kind, status=rec.status, branch=rec.branch,
             base_branch=rec.base_branch, created_at=rec.created_at, status_at=float(rec.status_at or 0.0),
             kept=bool(rec.kept), worktree=rec.worktree, session=rec.session,
+            sandbox=sandbox_label(sandbox_fields(getattr(rec, "extra", None))),
         )
 
     @property
@@ -100,7 +105,7 @@ class Counts:
     exited: int = 0
 
     @classmethod
-    def of(cls, rows: list[AgentRow]) -> "Counts":
+    def of(cls, rows: list[AgentRow]) -> Counts:
         def n(status: str) -> int:
             return sum(1 for r in rows if r.status == status)
 

@@ -7,19 +7,30 @@ Every call that takes a key is routed to the agent's own Deck with the plain
 name; records coming back carry the key as their name, so the screen never has
 to know which repository an agent lives in.
 
-With one repository the deck uses the plain :class:`Deck` and nothing here.
+With one repository the deck uses the plain :class:`Deck` and nothing here.  Both
+are a :class:`~agentdeck.deck.DeckLike`: callers ask ``by_repo``, ``key``,
+``plain_name``, ``label_of``, ``deck_of`` instead of which of the two they hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agentdeck.config import Config
+    from agentdeck.deck import Deck, DeckLike, KillResult
+    from agentdeck.memory.store import MemoryStore
+    from agentdeck.paths import RepoPaths
+    from agentdeck.store import AgentRecord
+    from agentdeck.tmux import Tmux
 
 SEP = "/"
 
 
-def repo_labels(decks: list[Any]) -> list[str]:
+def repo_labels(decks: list[Deck]) -> list[str]:
     """A short, unique label per deck: the slug of its folder name (``name-2`` on a clash)."""
     from agentdeck.paths import slugify
 
@@ -48,7 +59,7 @@ class Focus:
 class _Routed:
     """A sub-facade (``review``) whose calls are routed by their first argument."""
 
-    def __init__(self, multi: "MultiDeck", attr: str) -> None:
+    def __init__(self, multi: MultiDeck, attr: str) -> None:
         self._multi = multi
         self._attr = attr
 
@@ -73,43 +84,64 @@ class _Routed:
 class MultiDeck:
     """Several Decks behind the Deck methods the TUI uses; agent names are ``label/name`` keys."""
 
-    multi = True
+    multi: ClassVar[bool] = True
 
-    def __init__(self, decks: list[Any], labels: list[str] | None = None, focus: Focus | None = None) -> None:
+    def __init__(self, decks: list[Deck], labels: list[str] | None = None, focus: Focus | None = None) -> None:
         if not decks:
             raise ValueError("MultiDeck needs at least one deck")
         self.labels = labels or repo_labels(decks)
-        self.decks: dict[str, Any] = dict(zip(self.labels, decks))
+        self.decks: dict[str, Deck] = dict(zip(self.labels, decks))
         self.focus = focus or Focus(self.labels[0])
         self.review = _Routed(self, "review")
 
     # ---------------------------------------------------------------- the current repository
     @property
-    def current(self) -> Any:
+    def current(self) -> Deck:
         return self.decks.get(self.focus.label) or next(iter(self.decks.values()))
 
     @property
-    def repo(self) -> Any:
+    def repo(self) -> RepoPaths:
         return self.current.repo
 
     @property
-    def config(self) -> Any:
+    def config(self) -> Config:
         return self.current.config
 
     @property
-    def tmux(self) -> Any:
+    def tmux(self) -> Tmux:
         return self.current.tmux
 
     @property
-    def memory(self) -> Any:
+    def memory(self) -> MemoryStore:
         return self.current.memory
 
     @property
-    def worktree_root(self) -> Any:
+    def worktree_root(self) -> None:
         return None  # no one folder holds every repository's worktrees: each worktree is watched alone
+
+    def resolve_base(self, base: str | None) -> tuple[str, str]:
+        """New agents go to the focused repository: its base."""
+        return self.current.resolve_base(base)
+
+    def research_reader(self) -> Any:
+        return self.current.research_reader()
 
     def title(self) -> str:
         return " + ".join(self.labels)
+
+    def by_repo(self) -> list[tuple[str, Deck]]:
+        """(label, Deck) per repository, in the deck's order."""
+        return list(self.decks.items())
+
+    def reopen(self) -> MultiDeck:
+        """A new MultiDeck (a new Deck per repository) for another thread, sharing the focus."""
+        with _REOPEN_LOCK:
+            decks = [d.reopen() for d in self.decks.values()]
+        return MultiDeck(decks, labels=list(self.labels), focus=self.focus)
+
+    def focus_on(self, key: str) -> None:
+        """New agents go to the repository of *key* (the selected agent's)."""
+        self.focus.label = split_key(key)[0]
 
     # ---------------------------------------------------------------- keys
     def route(self, key: str) -> tuple[str, str]:
@@ -121,11 +153,18 @@ class MultiDeck:
                              f"use one of {', '.join(self.labels)}")
         return label, name
 
-    def deck_of(self, key: str) -> Any:
+    def deck_of(self, key: str) -> Deck:
         return self.decks[self.route(key)[0]]
 
     def key(self, label: str, name: str) -> str:
         return f"{label}{SEP}{name}"
+
+    def plain_name(self, key: str) -> str:
+        """The agent's name within its repository."""
+        return split_key(key)[1]
+
+    def label_of(self, key: str) -> str:
+        return split_key(key)[0]
 
     def keyed(self, label: str, value: Any) -> Any:
         """An engine record coming back: its name becomes the key."""
@@ -134,74 +173,97 @@ class MultiDeck:
             return dataclasses.replace(value, name=self.key(label, value.name))
         return value
 
-    # ---------------------------------------------------------------- the store, for the status feed
-    def records(self) -> list[Any]:
+    # ---------------------------------------------------------------- the agents, for the status feed
+    def records(self) -> list[AgentRecord]:
         """Every agent of every repository, grouped by repository (in the deck's order)."""
-        out = []
+        out: list[AgentRecord] = []
         for label, deck in self.decks.items():
-            out.extend(self.keyed(label, rec) for rec in deck.store.list_agents())
+            out.extend(self.keyed(label, rec) for rec in deck.records())
         return out
 
-    def data_version(self) -> tuple:
-        return tuple(d.store.conn.execute("PRAGMA data_version").fetchone()[0] for d in self.decks.values())
+    def data_version(self) -> tuple[int, ...]:
+        """Every repository's ``Deck.data_version`` (it moves when any of them was written)."""
+        return tuple(v for d in self.decks.values() for v in d.data_version())
 
     # ---------------------------------------------------------------- agent calls
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> AgentRecord:
         label, name = self.route(key)
         return self.keyed(label, self.decks[label].get(name))
 
-    def agent_changes(self, rec: Any) -> Any:
+    def agent_changes(self, rec: AgentRecord) -> tuple[list[str], int]:
         label, name = self.route(rec.name)
         return self.decks[label].agent_changes(dataclasses.replace(rec, name=name))
 
-    def new(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    def new(self, name: str, definition: str | None = None, prompt: str = "", base: str | None = None,
+            cwd_subdir: str = "") -> AgentRecord:
         """A new agent in the focused repository (or the one a ``label/`` prefix names)."""
         label, plain = split_key(name)
         if label not in self.decks:
             label, plain = self.focus.label, name
-        return self.keyed(label, self.decks[label].new(plain, *args, **kwargs))
+        return self.keyed(label, self.decks[label].new(plain, definition, prompt, base, cwd_subdir))
 
-    def fork(self, key: str, new_name: str, prompt: str = "") -> Any:
+    def fork(self, key: str, new_name: str, prompt: str = "") -> AgentRecord:
         label, name = self.route(key)
         return self.keyed(label, self.decks[label].fork(name, new_name, prompt))
 
     # Deck methods whose first argument is an agent name: routed to the agent's own Deck.
-    ROUTED = frozenset({"peek", "send", "approve", "deny", "restart", "kill", "attach_argv", "events", "wait",
-                        "copied_files"})
+    def peek(self, key: str, colors: bool = False) -> str:
+        return self.deck_of(key).peek(self.plain_name(key), colors=colors)
 
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        if method not in MultiDeck.ROUTED:
-            raise AttributeError(f"MultiDeck has no {method!r}: not a per-agent Deck method (see ROUTED)")
+    def send(self, key: str, text: str, force: bool = False) -> None:
+        self.deck_of(key).send(self.plain_name(key), text, force=force)
 
-        def call(key: str, *args: Any, **kwargs: Any) -> Any:
-            label, name = self.route(key)
-            return self.keyed(label, getattr(self.decks[label], method)(name, *args, **kwargs))
+    def approve(self, key: str) -> None:
+        self.deck_of(key).approve(self.plain_name(key))
 
-        return call
+    def deny(self, key: str) -> None:
+        self.deck_of(key).deny(self.plain_name(key))
+
+    def restart(self, key: str) -> AgentRecord:
+        label, name = self.route(key)
+        return self.keyed(label, self.decks[label].restart(name))
+
+    def kill(self, key: str, discard: bool = False) -> KillResult:
+        return self.deck_of(key).kill(self.plain_name(key), discard=discard)
+
+    def attach_argv(self, key: str) -> list[str]:
+        return self.deck_of(key).attach_argv(self.plain_name(key))
+
+    def events(self, key: str) -> list[dict[str, Any]]:
+        return self.deck_of(key).events(self.plain_name(key))
+
+    def wait(self, key: str, until: set[str], timeout: float | None = None, poll: float = 0.1) -> str:
+        return self.deck_of(key).wait(self.plain_name(key), until, timeout, poll)
+
+    def copied_files(self, key: str) -> set[str]:
+        return self.deck_of(key).copied_files(self.plain_name(key))
+
+    def pane_address(self, key: str) -> tuple[str, str] | None:
+        return self.deck_of(key).pane_address(self.plain_name(key))
 
     def close(self) -> None:
         for deck in self.decks.values():
             deck.close()
 
 
+# Decks for other threads are opened one at a time (``MultiDeck.reopen``).
+_REOPEN_LOCK = threading.Lock()
+
+
 def multi_factory(main: MultiDeck) -> Callable[[], MultiDeck]:
     """The DeckPool factory: a fresh Deck per repository for the calling thread."""
-    lock = threading.Lock()
-
-    def make() -> MultiDeck:
-        with lock:
-            decks = [type(d)(d.repo, d.config, d.tmux.socket) for d in main.decks.values()]
-        return MultiDeck(decks, labels=list(main.labels), focus=main.focus)
-
-    return make
+    return main.reopen
 
 
-def is_multi(deck: Any) -> bool:
-    return bool(getattr(deck, "multi", False))
+def is_multi(deck: DeckLike) -> bool:
+    return deck.multi
 
 
-def plain_decks(deck: Any) -> list[tuple[str, Any]]:
+def plain_decks(deck: DeckLike) -> list[tuple[str, Deck]]:
     """(label, Deck) pairs: one pair with an empty label for a single deck."""
-    if is_multi(deck):
-        return list(deck.decks.items())
-    return [("", deck)]
+    return deck.by_repo()
+
+
+if TYPE_CHECKING:  # pragma: no cover - for the type checker: both shapes of a deck are DeckLike
+    def _both_are_decklike(one: Deck, several: MultiDeck) -> tuple[DeckLike, DeckLike]:
+        return one, several

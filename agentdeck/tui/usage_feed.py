@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from textual.message import Message
-
-from agentdeck.tui.multideck import plain_decks
 
 
 @dataclass(frozen=True)
@@ -42,15 +41,15 @@ def _add(a: float | None, b: float | None) -> float | None:
 
 def read_usage(deck: Any) -> UsageSummary:
     """One pass over every repository of *deck* (a Deck or a MultiDeck)."""
-    from agentdeck.usage import usage_for
+    from agentdeck.usage import usage_for  # in the feed's thread: not needed for the first paint
 
     tokens: dict[str, int | None] = {}
     tpm: float | None = None
     cost: float | None = None
-    for label, sub in plain_decks(deck):
+    for label, sub in deck.by_repo():
         report = usage_for(sub)
         for agent in report.get("agents", []):
-            tokens[f"{label}/{agent['name']}" if label else agent["name"]] = agent.get("total_tokens")
+            tokens[deck.key(label, agent["name"])] = agent.get("total_tokens")
         total = report.get("total", {})
         rates = total.get("tokens_per_minute") or {}
         tpm = _add(tpm, rates.get("last_5m"))
@@ -67,8 +66,8 @@ def next_pass_in(deck: Any, interval: float, settling: float, now: float | None 
     :data:`RATE_WINDOW_S` of the last status change, None (until poked) after that."""
     now = time.time() if now is None else now
     last = 0.0
-    for _, one in plain_decks(deck):
-        for rec in one.store.list_agents():
+    for _, one in deck.by_repo():
+        for rec in one.records():
             if rec.status in ("working", "starting"):
                 return interval
             last = max(last, float(rec.status_at or 0.0))
@@ -86,7 +85,6 @@ class UsageFeed:
         self.settling = settling
         self.reader = reader
         self.wake = threading.Event()
-        self.passes = 0
         self._last: UsageSummary | None = None
         self.error = ""
 
@@ -97,7 +95,6 @@ class UsageFeed:
         while not stop.is_set():
             try:
                 summary = self.reader(self.pool.get())
-                self.passes += 1
                 self.error = ""
                 if summary != self._last:
                     self._last = summary

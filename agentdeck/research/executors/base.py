@@ -43,6 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentdeck import paths
+from agentdeck.errors import UsageError
+from agentdeck.research.gpus import CPU_SLOT, resolve_slots
+
 
 @dataclass
 class JobSpec:
@@ -102,8 +106,6 @@ class Executor(ABC):
         self.wake = threading.Event()
 
     def slots(self, setting: Any) -> list[str]:
-        from agentdeck.research.gpus import resolve_slots
-
         return resolve_slots(setting)
 
     def check(self, research_dir: Path | None = None) -> None:
@@ -153,22 +155,35 @@ def read_log_tail(path: Path | str, limit: int = MAX_LOG_READ) -> str:
         return ""
 
 
-def get_executor(name: str, settings: Any = None) -> Executor:
-    """The executor called *name* (``local``; ``ray`` and ``slurm`` come with the cluster issue)."""
-    from agentdeck.errors import UsageError
+class ClusterExecutor(Executor):
+    """An executor whose scheduler picks each job's GPU (Ray, Slurm): its slots are lanes that only
+    bound the jobs in flight, ``<lane_prefix>:<n>``."""
 
-    if name == "local":
-        from agentdeck.research.executors.local import LocalExecutor
+    pins_devices = False
+    lane_prefix = "cluster"
 
-        return LocalExecutor()
+    def auto_lanes(self) -> int:  # pragma: no cover - interface
+        """How many jobs the cluster can run at once (``gpus = "auto"``); a UsageError naming the fix
+        when it cannot tell."""
+        raise NotImplementedError
+
+    def slots(self, setting: Any) -> list[str]:
+        """Lanes bounding the jobs in flight: ``cpu``, ``auto`` (:meth:`auto_lanes`) or one per id listed."""
+        if isinstance(setting, str):
+            if setting == CPU_SLOT:
+                return [CPU_SLOT]
+            if setting != "auto":
+                raise UsageError(f"[research] gpus = {setting!r}: expected \"auto\" or a list of device ids")
+            return [f"{self.lane_prefix}:{i}" for i in range(max(1, self.auto_lanes()))]
+        ids = [str(int(i)) for i in setting]
+        if not ids:
+            raise UsageError("[research] gpus is an empty list; use \"auto\" or one id per job in flight")
+        return [f"{self.lane_prefix}:{i}" for i in range(len(ids))]
+
+
+def research_dir_from_cwd() -> Path | None:
+    """The research folder of the repository around the working directory (None outside one)."""
     try:
-        import importlib
-
-        module = importlib.import_module(f"agentdeck.research.executors.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"agentdeck.research.executors.{name}":
-            raise UsageError(
-                f"[research] executor = {name!r} is not available in this version; use \"local\""
-            ) from None
-        raise
-    return module.make_executor(settings)
+        return Path(paths.find_repo(None).research_dir)
+    except Exception:  # noqa: BLE001 - not in a repository: nothing to probe
+        return None

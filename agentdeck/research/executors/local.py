@@ -100,7 +100,7 @@ class LocalExecutor(Executor):
     pins_devices = True
     runs_here = True
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Any = None) -> None:  # (the settings are the loop's: nothing here needs them)
         super().__init__()
         self._cancelled: set[int] = set()
 

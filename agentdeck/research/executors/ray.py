@@ -33,22 +33,22 @@ Optional dependency: ``pip install 'agentdeck[ray]'``; without it ``check()`` sa
 
 from __future__ import annotations
 
-import copy
-import ipaddress
 import logging
 import os
-import re
-import shlex
-import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlparse
 
+from agentdeck.config import ResearchSettings
 from agentdeck.errors import Refused, UsageError
-from agentdeck.research.executors.base import Executor, JobHandle, JobSpec, JobState, read_log_tail
+from agentdeck.research.executors.base import (
+    ClusterExecutor, JobHandle, JobSpec, JobState, read_log_tail, research_dir_from_cwd,
+)
+from agentdeck.research.executors.ray_support import (  # noqa: F401 - is_local_address and the errors are re-exported
+    DuplicateJob, JobMissing, RayUnreachable, _LogSync, is_local_address, job_request, probe, submission_id_for,
+    worktree_root,
+)
 
 INSTALL_HINT = "pip install 'agentdeck[ray]'"
 #: The exit status reported for a job Ray could not start (runtime env setup failed ...).
@@ -58,68 +58,9 @@ QUIET_LOGGERS = ("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_en
                  "ray._private.runtime_env.working_dir")
 
 
-class RayUnreachable(Exception):
-    """The cluster did not answer (refused, timed out, or an internal dashboard error)."""
-
-
-class JobMissing(Exception):
-    """The cluster answered that it has no such job."""
-
-
-class DuplicateJob(Exception):
-    """The cluster already has a job with this submission id."""
-
-
-def submission_id_for(spec: JobSpec) -> str:
-    name = spec.name or f"agentdeck-{spec.tag}-{spec.trial_id}"
-    return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:120]
-
-
-def is_local_address(address: str) -> bool:
-    """True for no address (Ray discovers the local cluster) or one naming this machine."""
-    if not address or address == "auto":
-        return True
-    host = urlparse(address if "://" in address else f"http://{address}").hostname or ""
-    if not host:
-        return True
-    try:
-        if ipaddress.ip_address(host).is_loopback or host in ("0.0.0.0", "::"):
-            return True
-    except ValueError:
-        if host == "localhost":
-            return True
-    names = {socket.gethostname(), socket.getfqdn()}
-    if host in names:
-        return True
-    try:
-        local_ips = set(socket.gethostbyname_ex(socket.gethostname())[2])
-        return host in local_ips or socket.gethostbyname(host) in local_ips
-    except OSError:
-        return False
-
-
-def worktree_root(path: Path) -> Path:
-    """The worktree holding *path* (the nearest folder with a ``.git`` entry), else *path*."""
-    for candidate in (path, *path.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return path
-
-
-class _LogSync:
-    __slots__ = ("path", "length", "head", "synced", "final")
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.length = 0  # characters of Ray's log text already in the file
-        self.head = ""
-        self.synced = False  # False: the next sync rewrites the file (after a submit or reattach)
-        self.final = False
-
-
-class RayExecutor(Executor):
+class RayExecutor(ClusterExecutor):
     name = "ray"
-    pins_devices = False
+    lane_prefix = "ray"
     LOG_INTERVAL_S = 0.25  # the watcher's round (longer with many jobs): state and new log lines
     STATE_TTL_S = 1.0  # poll answers from the watcher's state when it is this fresh
     LOST_AFTER_S = 30.0
@@ -129,8 +70,6 @@ class RayExecutor(Executor):
 
     def __init__(self, settings: Any = None):
         super().__init__()
-        from agentdeck.config import ResearchSettings
-
         self.settings = settings if settings is not None else ResearchSettings()
         self.ray = self.settings.ray
         self.address = (self.ray.address or os.environ.get("RAY_ADDRESS", "")).strip()
@@ -258,7 +197,7 @@ class RayExecutor(Executor):
             )
         if not self.upload and not is_local_address(self.address):
             if research_dir is None:
-                research_dir = _research_dir_from_cwd()
+                research_dir = research_dir_from_cwd()
             if research_dir is not None:
                 ok, detail = self.probe_shared(Path(research_dir))
                 if ok is False:
@@ -273,92 +212,23 @@ class RayExecutor(Executor):
             result: tuple[bool | None, str] = (True, "the Ray cluster runs on this machine")
             self.probed[key] = result
             return result
-        probe_dir = Path(key) / ".probe"
-        probe_dir.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex
-        token_file = probe_dir / f"{token}.token"
-        token_file.write_text(token + "\n")
-        entry = f'test "$(cat {shlex.quote(str(token_file))} 2>/dev/null)" = {shlex.quote(token)} && hostname'
-        deadline = time.monotonic() + (self.PROBE_TIMEOUT_S if timeout_s is None else timeout_s)
-        try:
-            sid = self._call(self.client().submit_job, entrypoint=entry,
-                             submission_id=f"agentdeck-fs-probe-{token[:12]}")
-            while time.monotonic() < deadline:
-                info = self._call(self.client().get_job_info, sid)
-                status = str(getattr(info.status, "value", info.status))
-                if status in ("SUCCEEDED", "FAILED", "STOPPED"):
-                    node = self._call(self.client().get_job_logs, sid).strip().splitlines()[-1:] or ["?"]
-                    if status == "SUCCEEDED":
-                        result = (True, f"{key} is shared with the Ray nodes (a probe job on {node[0]} read it)")
-                    else:
-                        result = (False, f"the research folder {key} is not visible to the Ray cluster's nodes (a "
-                                         "probe job could not read a file written there); mount it at the same "
-                                         "path on every node, or set [research.ray] shared_fs = false to upload "
-                                         "each worktree")
-                    self.probed[key] = result
-                    return result
-                time.sleep(0.2)
-            self._call(self.client().stop_job, sid)
-            return None, "the shared-filesystem probe job did not run in time (a busy cluster); unverified"
-        except (RayUnreachable, JobMissing, DuplicateJob) as exc:
-            return None, f"the shared-filesystem probe failed ({exc}); unverified"
-        finally:
-            token_file.unlink(missing_ok=True)
+        return probe(self, key, self.PROBE_TIMEOUT_S if timeout_s is None else timeout_s)
 
     # ------------------------------------------------------------------ slots
-    def slots(self, setting: Any) -> list[str]:
-        """Lanes bounding the jobs in flight: ``auto`` = the cluster's GPUs / ``num_gpus`` per trial."""
-        from agentdeck.research.gpus import CPU_SLOT
-
-        if isinstance(setting, str):
-            if setting == CPU_SLOT:
-                return [CPU_SLOT]
-            if setting != "auto":
-                raise UsageError(f"[research] gpus = {setting!r}: expected \"auto\" or a list of device ids")
-            try:
-                nodes = self.nodes()
-            except RayUnreachable as exc:
-                raise UsageError(f"cannot size the Ray lanes: the cluster at {self.where} does not answer ({exc}); "
-                                 "give --gpus 0,1,... (one lane per job in flight)") from None
-            need = float(self.ray.num_gpus or 0)
-            count = sum(int(n["gpus"] // need) for n in nodes) if need > 0 else len(nodes)
-            return [f"ray:{i}" for i in range(max(1, count))]
-        ids = [str(int(i)) for i in setting]
-        if not ids:
-            raise UsageError("[research] gpus is an empty list; use \"auto\" or one id per job in flight")
-        return [f"ray:{i}" for i in range(len(ids))]
+    def auto_lanes(self) -> int:
+        """The cluster's GPUs / ``num_gpus`` per trial (its nodes when trials take no GPU)."""
+        try:
+            nodes = self.nodes()
+        except RayUnreachable as exc:
+            raise UsageError(f"cannot size the Ray lanes: the cluster at {self.where} does not answer ({exc}); "
+                             "give --gpus 0,1,... (one lane per job in flight)") from None
+        need = float(self.ray.num_gpus or 0)
+        return sum(int(n["gpus"] // need) for n in nodes) if need > 0 else len(nodes)
 
     # ------------------------------------------------------------------ submit
     def job_request(self, spec: JobSpec, submission_id: str) -> dict[str, Any]:
         """The keyword arguments of ``submit_job`` for *spec* (pure: no cluster needed)."""
-        from agentdeck.research.gpus import CPU_SLOT
-
-        runtime_env = copy.deepcopy(self.ray.runtime_env or {})
-        env_vars = {str(k): str(v) for k, v in (runtime_env.get("env_vars") or {}).items()}
-        env_vars.setdefault("PYTHONUNBUFFERED", "1")
-        env_vars.update({str(k): str(v) for k, v in spec.env.items()})
-        runtime_env["env_vars"] = env_vars
-        command = f"exec /bin/sh -c {shlex.quote(spec.command)}"
-        if self.upload:
-            root = worktree_root(Path(spec.cwd))
-            runtime_env["working_dir"] = str(root)
-            runtime_env["excludes"] = list(runtime_env.get("excludes") or []) + [".git"]
-            rel = os.path.relpath(spec.cwd, root)
-            entrypoint = command if rel == "." else f"cd {shlex.quote(rel)} && {command}"
-        else:
-            runtime_env.pop("working_dir", None)
-            entrypoint = f"cd {shlex.quote(str(spec.cwd))} && {command}"
-        gpus = 0.0 if spec.slot == CPU_SLOT else float(self.ray.num_gpus or 0)
-        request: dict[str, Any] = {
-            "entrypoint": entrypoint,
-            "submission_id": submission_id,
-            "runtime_env": runtime_env,
-            "metadata": {"agentdeck_tag": spec.tag, "agentdeck_trial": str(spec.trial_id),
-                         "agentdeck_cwd": str(spec.cwd)},
-        }
-        if gpus > 0:
-            request["entrypoint_num_gpus"] = gpus
-        return request
+        return job_request(spec, submission_id, self.ray, upload=self.upload)
 
     def submit(self, spec: JobSpec) -> JobHandle:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -604,15 +474,6 @@ class RayExecutor(Executor):
     def close(self) -> None:
         self._closed.set()
         self._closed_for_good = True
-
-
-def _research_dir_from_cwd() -> Path | None:
-    try:
-        from agentdeck import paths
-
-        return Path(paths.find_repo(None).research_dir)
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def make_executor(settings: Any = None) -> RayExecutor:

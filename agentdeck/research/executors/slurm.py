@@ -28,74 +28,31 @@ library: only Slurm's own commands.
 from __future__ import annotations
 
 import getpass
-import math
 import re
 import shlex
 import shutil
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+from agentdeck.config import ResearchSettings
 from agentdeck.errors import Refused, UsageError
-from agentdeck.research.executors.base import Executor, JobHandle, JobSpec, JobState, read_log_tail
-
-COMMANDS = ("sbatch", "squeue", "scontrol", "scancel")
-
-PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
-RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESIZING"}
-DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "DEADLINE", "SPECIAL_EXIT"}
-LOST = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "REVOKED"}
-#: An exit status for a job that ended without a usable one (Slurm says 0:0 for a cancelled job).
-FALLBACK_CODE = {"CANCELLED": 143, "TIMEOUT": 124, "DEADLINE": 124, "OUT_OF_MEMORY": 137}
-#: The batch script's exit status when it cannot enter the worktree on its node.
-NO_WORKTREE_CODE = 97
+from agentdeck.research.executors.base import (
+    ClusterExecutor, JobHandle, JobSpec, JobState, read_log_tail, research_dir_from_cwd,
+)
+from agentdeck.research.executors.slurm_probe import probe
+from agentdeck.research.executors.slurm_states import (  # noqa: F401 - COMMANDS and the states are re-exported
+    COMMANDS, DONE, FALLBACK_CODE, LOST, NO_WORKTREE_CODE, PENDING, RUNNING, SlurmUnreachable, exit_code_of,
+    gpus_in_gres, time_limit,
+)
+from agentdeck.research.gpus import CPU_SLOT
 
 
-class SlurmUnreachable(Exception):
-    """The Slurm commands did not answer (controller down, timeout, command missing)."""
-
-
-def gpus_in_gres(gres: str) -> int:
-    """GPUs in a GRES string: ``gpu:2`` -> 2, ``gpu:a100:4(S:0-1),mps:100`` -> 4, ``gpu`` -> 1, ``""`` -> 0."""
-    total = 0
-    for part in re.split(r",(?![^(]*\))", gres or ""):
-        part = part.strip()
-        if not (part == "gpu" or part.startswith("gpu:")):
-            continue
-        fields = part.split("(")[0].split(":")
-        count = fields[-1] if len(fields) > 1 else "1"
-        if count.isdigit():
-            total += int(count)
-        else:  # "gpu:a100" (a type, no count) means one
-            total += 1
-    return total
-
-
-def exit_code_of(state: str, code: str) -> int:
-    """An exit status from Slurm's ``ExitCode=N:S`` (signal S wins, as a shell reports it)."""
-    try:
-        number, _, signal_ = (code or "0:0").partition(":")
-        n, s = int(number or 0), int(signal_ or 0)
-    except ValueError:
-        n, s = 1, 0
-    value = 128 + s if s else n
-    if value == 0 and state != "COMPLETED":
-        value = FALLBACK_CODE.get(state, 1)
-    return value
-
-
-def time_limit(timeout_s: float) -> str:
-    """``--time`` from the trial timeout: agentdeck's own timeout (plus its kill grace) fires first."""
-    minutes = max(1, math.ceil((float(timeout_s) + 60.0) / 60.0))
-    return f"{minutes // 60}:{minutes % 60:02d}:00"
-
-
-class SlurmExecutor(Executor):
+class SlurmExecutor(ClusterExecutor):
     name = "slurm"
-    pins_devices = False
+    lane_prefix = "slurm"
     QUERY_INTERVAL_S = 1.0  # controller queries at most this often (one batched squeue for all jobs)
     LOST_AFTER_S = 120.0  # the controller silent this long: running jobs are recorded lost
     PROBE_TIMEOUT_S = 60.0  # how long check() waits for the shared-filesystem probe job
@@ -103,8 +60,6 @@ class SlurmExecutor(Executor):
 
     def __init__(self, settings: Any = None):
         super().__init__()
-        from agentdeck.config import ResearchSettings
-
         self.settings = settings if settings is not None else ResearchSettings()
         self.slurm = self.settings.slurm
         self._lock = threading.RLock()
@@ -190,7 +145,7 @@ class SlurmExecutor(Executor):
                 "or set [research.slurm] gres = \"\" to run trials without a GPU"
             )
         if research_dir is None:
-            research_dir = _research_dir_from_cwd()
+            research_dir = research_dir_from_cwd()
         if research_dir is not None:
             ok, detail = self.probe_shared(Path(research_dir))
             if ok is False:
@@ -206,97 +161,22 @@ class SlurmExecutor(Executor):
         key = str(Path(research_dir).resolve())
         if key in self.probed:
             return self.probed[key]
-        result = self._probe(Path(key), self.PROBE_TIMEOUT_S if timeout_s is None else timeout_s)
+        result = probe(self, Path(key), self.PROBE_TIMEOUT_S if timeout_s is None else timeout_s)
         if result[0] is not None:
             self.probed[key] = result
         return result
 
-    def _probe(self, research_dir: Path, timeout_s: float) -> tuple[bool | None, str]:
-        probe_dir = research_dir / ".probe"
-        probe_dir.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex
-        token_file, answer = probe_dir / f"{token}.token", probe_dir / f"{token}.answer"
-        token_file.write_text(token + "\n")
-        script = "\n".join([
-            "#!/bin/sh",
-            "# agentdeck: is the research folder on a filesystem this node shares?",
-            f'[ "$(cat {shlex.quote(str(token_file))} 2>/dev/null)" = {shlex.quote(token)} ] || exit 3',
-            f"hostname > {shlex.quote(str(answer))} || exit 4",
-            "exit 0",
-            "",
-        ])
-        argv = ["sbatch", "--parsable", "--job-name=agentdeck-fs-probe", "--output=/dev/null", "--chdir=/",
-                "--time=0:01:00"]
-        if self.slurm.partition:
-            argv.append(f"--partition={self.slurm.partition}")
-        argv += list(self.slurm.sbatch_args)
-        not_shared = (f"the research folder {research_dir} is not on a filesystem the Slurm nodes share "
-                      "(a probe job could not {what}); put the repository on a shared filesystem (NFS, Lustre, "
-                      "BeeGFS...) that every compute node mounts at the same path, or use executor = \"local\"")
-        try:
-            try:
-                proc = self._run(*argv, input=script)
-            except SlurmUnreachable as exc:
-                return None, f"the shared-filesystem probe could not be submitted ({exc})"
-            if proc.returncode != 0:
-                return None, f"the shared-filesystem probe could not be submitted: {self._first_line(proc)}"
-            job_id = proc.stdout.strip().split(";")[0]
-            deadline = time.monotonic() + timeout_s
-            final: tuple[str, str, str] | None = None
-            while time.monotonic() < deadline:
-                if answer.exists():
-                    node = answer.read_text(errors="replace").strip()
-                    return True, f"{research_dir} is shared with the nodes (a probe job on {node or 'a node'} read it)"
-                info = self._query_one(job_id)
-                if info is not None and (info[0] in DONE or info[0] in LOST):
-                    final = info
-                    break
-                time.sleep(0.1)
-            if final is None:
-                self._run("scancel", job_id, timeout=20)
-                return None, (f"the shared-filesystem probe (job {job_id}) did not run within {timeout_s:g}s; "
-                              "the queue is busy, so it is unverified")
-            state, node, code = final
-            rc = exit_code_of(state, code)
-            if rc == 0:
-                # A shared filesystem may show the answer a moment after the job ended (attribute caches).
-                settle = time.monotonic() + 5.0
-                while time.monotonic() < settle and not answer.exists():
-                    time.sleep(0.1)
-            if answer.exists():
-                return True, f"{research_dir} is shared with the nodes (probe job {job_id} on {node or 'a node'})"
-            if state == "COMPLETED" or rc == 4:
-                return False, not_shared.format(what=f"write back into it from node {node or '?'}")
-            if rc == 3:
-                return False, not_shared.format(what=f"read a file written there, from node {node or '?'}")
-            return None, f"the shared-filesystem probe (job {job_id}) ended {state} (exit {code}); unverified"
-        finally:
-            token_file.unlink(missing_ok=True)
-            answer.unlink(missing_ok=True)
-
     # ------------------------------------------------------------------ slots
-    def slots(self, setting: Any) -> list[str]:
-        """Lanes bounding the jobs in flight: ``auto`` = the partition's GPUs / GPUs per job."""
-        from agentdeck.research.gpus import CPU_SLOT
-
-        if isinstance(setting, str):
-            if setting == CPU_SLOT:
-                return [CPU_SLOT]
-            if setting != "auto":
-                raise UsageError(f"[research] gpus = {setting!r}: expected \"auto\" or a list of device ids")
-            try:
-                nodes = self.nodes()
-            except SlurmUnreachable as exc:
-                raise UsageError(f"cannot size the Slurm lanes (`sinfo`: {exc}); give --gpus 0,1,... "
-                                 "(one lane per job in flight)") from None
-            usable = [n for n in nodes if not n["state"].startswith(("down", "drain", "fail"))]
-            need = self.gpus_per_job()
-            count = sum(n["gpus"] // need for n in usable) if need else len(usable)
-            return [f"slurm:{i}" for i in range(max(1, count))]
-        ids = [str(int(i)) for i in setting]
-        if not ids:
-            raise UsageError("[research] gpus is an empty list; use \"auto\" or one id per job in flight")
-        return [f"slurm:{i}" for i in range(len(ids))]
+    def auto_lanes(self) -> int:
+        """The partition's usable GPUs / GPUs per job (its usable nodes when jobs take no GPU)."""
+        try:
+            nodes = self.nodes()
+        except SlurmUnreachable as exc:
+            raise UsageError(f"cannot size the Slurm lanes (`sinfo`: {exc}); give --gpus 0,1,... "
+                             "(one lane per job in flight)") from None
+        usable = [n for n in nodes if not n["state"].startswith(("down", "drain", "fail"))]
+        need = self.gpus_per_job()
+        return sum(n["gpus"] // need for n in usable) if need else len(usable)
 
     # ------------------------------------------------------------------ submit
     def script_for(self, spec: JobSpec, exit_file: Path) -> str:
@@ -316,8 +196,6 @@ class SlurmExecutor(Executor):
         return "\n".join(lines) + "\n"
 
     def sbatch_argv(self, spec: JobSpec, script: Path) -> list[str]:
-        from agentdeck.research.gpus import CPU_SLOT
-
         argv = ["sbatch", "--parsable", f"--job-name={self.job_name(spec)}", f"--chdir={spec.cwd}",
                 f"--output={spec.log_path}", "--open-mode=truncate",
                 f"--time={self.slurm.time or time_limit(spec.timeout_s)}"]
@@ -604,15 +482,6 @@ class SlurmExecutor(Executor):
             self._active.pop(handle.job_id, None)
             self._info.pop(handle.job_id, None)
             self._unknown.discard(handle.job_id)
-
-
-def _research_dir_from_cwd() -> Path | None:
-    try:
-        from agentdeck import paths
-
-        return Path(paths.find_repo(None).research_dir)
-    except Exception:  # noqa: BLE001 - not in a repository: nothing to probe
-        return None
 
 
 def make_executor(settings: Any = None) -> SlurmExecutor:

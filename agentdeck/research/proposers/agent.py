@@ -13,6 +13,7 @@ for the whole run so it remembers what it tried.  For each proposal:
    copied into the trial's worktree (so the loop's guards see a change to a
    protected or non-editable file and reject it) and the description returned.
 
+The agents run through an :class:`~agentdeck.research.runner.AgentRunner` (the deck).
 The agent never runs the job or judges it: agentdeck does.  When the run ends
 its agents are killed with ``--discard`` semantics (a recovery ref keeps their
 last work).
@@ -26,9 +27,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentdeck import git
 from agentdeck.errors import AgentdeckError, UsageError
 from agentdeck.research.proposers.base import (
-    Proposal, ProposalFailed, ProposalRequest, Proposer, history_table,
+    Proposal,
+    ProposalFailed,
+    ProposalRequest,
+    Proposer,
+    history_table,
 )
 
 POLL_S = 0.5
@@ -73,14 +79,15 @@ class AgentProposer(Proposer):
         self._local = threading.local()
 
     def _deck(self):
-        """A Deck for this thread (its store's SQLite connection is per thread); tests inject one."""
-        if self.ctx.deck is not None:
-            return self.ctx.deck
+        """The agent runner (a deck) for this thread: the context's own, else one opened per thread."""
+        if self.ctx.runner is not None:
+            return self.ctx.runner
         deck = getattr(self._local, "deck", None)
         if deck is None:
-            from agentdeck.deck import Deck
-
-            deck = Deck.open(self.ctx.repo_root)
+            if self.ctx.runners is None:
+                raise UsageError("the agent proposer needs the deck's agent panes, and this research was opened "
+                                 "without them; run it with `agentdeck research run`")
+            deck = self.ctx.runners()
             self._local.deck = deck
         return deck
 
@@ -107,8 +114,6 @@ class AgentProposer(Proposer):
             self._free.append(name)
 
     def propose(self, request: ProposalRequest) -> Proposal:
-        from agentdeck import git
-
         deck = self._deck()
         ledger = self.ctx.ledger
         name, new = self._acquire()
@@ -155,8 +160,6 @@ class AgentProposer(Proposer):
     @staticmethod
     def _copy_changes(source: Path, target: Path, parent: str) -> None:
         """Mirror every change of the agent's worktree (committed or not) into the trial's worktree."""
-        from agentdeck import git
-
         changed = set(git.status_porcelain(source))
         out = git.run(source, "diff", "--name-only", "--no-renames", "-z", parent, "HEAD")
         changed |= {p for p in out.split("\0") if p}

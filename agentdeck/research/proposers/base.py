@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentdeck.errors import UsageError
-
 
 class ProposalFailed(Exception):
     """The proposer could not produce a change this time (one line: why)."""
@@ -59,15 +57,18 @@ class Proposal:
 
 @dataclass
 class ProposerContext:
-    """What a proposer may need besides the request: settings and the deck (agent proposer)."""
+    """What a proposer may need besides the request: settings, the ledger, and agents to run (the
+    ``agent`` proposer: *runner*, one for every thread, else one per thread from *runners*; see
+    :mod:`agentdeck.research.runner`)."""
 
     research: Any  # ResearchSettings
     llm: Any  # LlmSettings
     repo_root: Path
     state_dir: Path
     tag: str
-    deck: Any = None
+    runner: Any = None  # an AgentRunner
     ledger: Any = None
+    runners: Any = None  # a RunnerFactory
 
 
 class Proposer:
@@ -92,30 +93,6 @@ class Proposer:
         moves a queued or winning proposal onto the new best).  None: cherry-pick its commit instead (the
         default); ProposalFailed: the change does not apply there."""
         return None
-
-
-def get_proposer(name: str, ctx: ProposerContext) -> Proposer:
-    if name == "mutate":
-        from agentdeck.research.proposers.mutate import MutateProposer
-
-        return MutateProposer(ctx)
-    if name == "search":
-        from agentdeck.research.proposers.search import SearchProposer
-
-        return SearchProposer(ctx)
-    if name == "command":
-        from agentdeck.research.proposers.command import CommandProposer
-
-        return CommandProposer(ctx)
-    if name == "llm":
-        from agentdeck.research.proposers.llm import LlmProposer
-
-        return LlmProposer(ctx)
-    if name == "agent":
-        from agentdeck.research.proposers.agent import AgentProposer
-
-        return AgentProposer(ctx)
-    raise UsageError(f"unknown proposer {name!r}; use mutate, search, llm, agent or command")
 
 
 def history_table(history: list[dict[str, Any]], metric: str, limit: int = 60) -> str:

@@ -23,7 +23,11 @@ from typing import Any, Callable
 
 from agentdeck.errors import UsageError
 from agentdeck.research.proposers.base import (
-    Proposal, ProposalFailed, ProposalRequest, Proposer, history_table,
+    Proposal,
+    ProposalFailed,
+    ProposalRequest,
+    Proposer,
+    history_table,
 )
 
 MAX_FILE_CHARS = 60_000

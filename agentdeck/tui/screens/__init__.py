@@ -1,1 +1,2 @@
-"""The deck's screens, one per module."""
+"""The deck's dialogs (new agent, send, kill, fork, help, text), one per module; the main screen is
+:mod:`agentdeck.tui.main_screen`."""

@@ -13,6 +13,8 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from agentdeck.tui.context import deck_app
+
 
 class ForkScreen(ModalScreen[str | None]):
     """Dismisses with the new agent's name (a key over several repositories), or None."""
@@ -80,7 +82,7 @@ class ForkScreen(ModalScreen[str | None]):
         from agentdeck.errors import AgentdeckError
 
         try:
-            rec = self.app.pool.get().fork(self.source, name, prompt)
+            rec = deck_app(self).pool.get().fork(self.source, name, prompt)
         except AgentdeckError as exc:
             self.post_message(self.Done(name, str(exc)))
             return

@@ -17,6 +17,8 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
+from agentdeck.tui.context import deck_app
+
 FIELDS = ("name", "definition", "base", "prompt", "form")
 
 
@@ -45,7 +47,7 @@ class NewAgentScreen(ModalScreen[str | None]):
         self.busy = False
 
     def compose(self) -> ComposeResult:
-        config = self.app.deck.config
+        config = deck_app(self).deck.config
         definitions = config.definitions()
         default = config.deck.default_agent if config.deck.default_agent in definitions else definitions[0]
         with Vertical(id="dialog", classes="dialog"):
@@ -153,18 +155,17 @@ class NewAgentScreen(ModalScreen[str | None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="new-agent")
     def _create(self, name: str, definition: str, base: str | None, prompt: str) -> None:
-        from agentdeck import git
         from agentdeck.agents import get_adapter
         from agentdeck.errors import AgentdeckError
 
-        deck = self.app.pool.get()
+        deck = deck_app(self).pool.get()
         try:
             get_adapter(definition, deck.config).check_installed()
         except AgentdeckError as exc:
             self.post_message(self.Failed("definition", str(exc)))
             return
         try:
-            git.resolve_base(deck.repo.root, base)
+            deck.resolve_base(base)
         except AgentdeckError as exc:
             self.post_message(self.Failed("base", str(exc)))
             return

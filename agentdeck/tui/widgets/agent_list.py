@@ -39,7 +39,8 @@ def row_cells(row: AgentRow, size: tuple[int, int] | None, marked: bool, now: fl
     return (
         Text("▐" if marked else " ", style="bold magenta"),
         Text(shown_name if shown_name is not None else row.name, style=name_style),
-        Text(row.definition, style="dim" if row.exited else ""),
+        Text.assemble(row.definition, (f" [{row.sandbox}]" if row.sandbox != "none" else "", "green"),
+                      style="dim" if row.exited else ""),
         Text(f"{symbol} {row.status_word}", style=style),
         Text(row.branch, style="dim"),
         diff,
@@ -88,7 +89,6 @@ class AgentList(DataTable, inherit_bindings=False):
         super().__init__(cursor_type="row", zebra_stripes=False, show_cursor=True, **kwargs)
         self._shown: dict[str, tuple[Text, ...]] = {}  # name -> cells as painted
         self._order: list[str] = []
-        self.repaints = 0  # cells updated (tests, benchmarks)
         self.grouped = False  # several repositories: keys are "repo/name", a header row per repository
         self.tokens: dict[str, int | None] | None = None  # per-agent tokens; None: no TOKENS column
         self.radar: dict[str, dict] | None = None  # conflict radar marks; None: no RADAR column
@@ -146,7 +146,8 @@ class AgentList(DataTable, inherit_bindings=False):
 
     def set_radar(self, marks: dict[str, dict] | None) -> None:
         """Conflict radar marks; the RADAR column shows while some agent has a mark."""
-        show = bool(marks) and any(m.get("overlaps") or m.get("conflicts") for m in marks.values())
+        marks = marks or {}
+        show = any(m.get("overlaps") or m.get("conflicts") for m in marks.values())
         self.radar = marks if show else None
         self._set_columns()
 
@@ -197,7 +198,6 @@ class AgentList(DataTable, inherit_bindings=False):
             for name in wanted:
                 self.add_row(*cells[name], key=name)
                 self._shown[name] = cells[name]
-            self.repaints += len(wanted)
             if keep in wanted:
                 self.move_cursor(row=wanted.index(keep), animate=False)
             elif wanted:
@@ -212,5 +212,4 @@ class AgentList(DataTable, inherit_bindings=False):
             for (key, _label, _width), before, after in zip(self._columns, old or (None,) * len(new), new):
                 if before != after:
                     self.update_cell(name, key, after)
-                    self.repaints += 1
             self._shown[name] = new

@@ -6,8 +6,13 @@ from typing import Any
 
 from rich.console import Group
 from rich.text import Text
+from textual import work
 from textual.containers import VerticalScroll
 from textual.widgets import Static
+
+from agentdeck.tui.context import deck_app
+from agentdeck.tui.live import load_diff
+from agentdeck.tui.messages import DiffLoaded
 
 MAX_LINES = 4000  # beyond this, point to `agentdeck diff`
 
@@ -50,9 +55,40 @@ class DiffView(VerticalScroll):
         super().__init__(**kwargs)
         self.agent: str | None = None
         self.loaded_for: tuple[str, Any] | None = None  # (name, size) the shown diff belongs to
+        self.wanted: str | None = None  # the agent whose diff the screen asked for last
 
     def compose(self):
         yield Static(Text("select an agent to see its diff", style="dim italic"), id="diff-body")
+
+    def load(self, name: str | None, size: Any) -> None:
+        """Show *name*'s diff, read in a thread worker; nothing to do when the shown one is for
+        the same agent and diff size."""
+        self.wanted = name
+        if name is None:
+            self.show_message("select an agent to see its diff")
+            return
+        key = (name, size)
+        if self.loaded_for == key:
+            return
+        self.loaded_for = key
+        self.show_loading(name)
+        self._read(name)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="diff")
+    def _read(self, name: str) -> None:
+        try:
+            self.post_message(DiffLoaded(name, load_diff(deck_app(self).pool.get(), name)))
+        except Exception as exc:
+            self.post_message(DiffLoaded(name, None, error=f"cannot show the diff of {name}: {exc}"))
+
+    def on_diff_loaded(self, message: DiffLoaded) -> None:
+        message.stop()
+        if message.name != self.wanted:
+            return
+        if message.error:
+            self.show_message(message.error)
+        else:
+            self.show_diff(message.name, message.result)
 
     def show_loading(self, name: str) -> None:
         self.agent = name

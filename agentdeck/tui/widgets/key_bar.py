@@ -21,7 +21,6 @@ class KeyBar(Static):
     def __init__(self, **kwargs) -> None:
         super().__init__("", **kwargs)
         self._shown: str | None = None
-        self.repaints = 0
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
@@ -34,11 +33,11 @@ class KeyBar(Static):
         if self.is_attached and screen is self.screen:
             self.refresh_keys()
 
-    # When the line is too long for the terminal, these go first (help and quit always stay).
+    # When the line is too long for the terminal, these go first (help and quit always stay): binding ids.
     DROP_FIRST = ("merge", "commit", "filter", "restart", "next_waiting", "send", "new_agent", "kill", "attach")
 
     def items(self) -> tuple[list[tuple[str, str, str]], str | None]:
-        """([(action, key, description)], palette key) for the keys that apply now."""
+        """([(binding id, key, description)], palette key) for the keys that apply now."""
         app = self.app
         items: list[tuple[str, str, str]] = []
         seen: set[str] = set()
@@ -50,10 +49,11 @@ class KeyBar(Static):
             if binding.action in ("command_palette", "app.command_palette"):
                 palette = app.get_key_display(binding)
                 continue
-            if not binding.show or binding.action in seen:
+            ident = binding.id or binding.action
+            if not binding.show or ident in seen:  # one item per binding id, however many keys it has
                 continue
-            seen.add(binding.action)
-            items.append((binding.action, app.get_key_display(binding), binding.description))
+            seen.add(ident)
+            items.append((ident, app.get_key_display(binding), binding.description))
         return items, palette
 
     def keys_text(self, width: int | None = None) -> Text:
@@ -64,10 +64,10 @@ class KeyBar(Static):
             tail = len(f"   {palette} palette") if palette else 0
             return sum(len(k) + 1 + len(d) for _a, k, d in chosen) + 2 * max(0, len(chosen) - 1) + tail
 
-        for action in self.DROP_FIRST:
+        for ident in self.DROP_FIRST:
             if length(items) <= width:
                 break
-            items = [item for item in items if item[0] != action]
+            items = [item for item in items if item[0] != ident]
         line = Text(no_wrap=True, overflow="ellipsis")
         for _action, key, description in items:
             if line:
@@ -85,5 +85,4 @@ class KeyBar(Static):
         text = self.keys_text()
         if text.plain != self._shown:
             self._shown = text.plain
-            self.repaints += 1
             self.update(text)

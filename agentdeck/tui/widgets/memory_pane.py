@@ -28,6 +28,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Input, Markdown, Static
 
+from agentdeck.deck import Deck
+from agentdeck.tui.context import deck_app
+
 SEARCH_LIMIT = 50
 RECENT_LIMIT = 100
 ACTIVITY_LIMIT = 200
@@ -164,6 +167,20 @@ class MemoryPane(Vertical):
     def focus_search(self) -> None:
         self.query_one(SearchBox).focus()
 
+    def edit_selected(self) -> None:
+        """``e``: `agentdeck memory edit` owns the whole edit (its editor, the version check), run in
+        the user's terminal through the deck's attacher; the list is read again afterwards."""
+        note = self.selected
+        if note is None:
+            self.app.notify("no note to edit", severity="warning")
+            return
+        argv = Deck.agentdeck_argv("--repo", str(deck_app(self).deck.repo.root), "memory", "edit", note)
+        try:
+            deck_app(self).attacher(self.app, argv)
+        except Exception as exc:
+            self.app.notify(f"cannot open the editor: {exc}", severity="error")
+        self.activate()
+
     def focus_results(self) -> None:
         table = self.query_one("#notes", DataTable)
         if table.display:
@@ -181,11 +198,10 @@ class MemoryPane(Vertical):
         self._fetch(self._seq, self.query_text)
 
     def _memory(self) -> Any:
-        """The store (one for every worker thread: its index keeps a connection per thread)."""
+        """The deck's store (``deck.memory``; one for every worker thread: its index keeps a
+        connection per thread)."""
         if self._store is None:
-            from agentdeck.memory.store import MemoryStore
-
-            self._store = MemoryStore.for_deck(self.app.deck)
+            self._store = deck_app(self).deck.memory
         return self._store
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="memory-fetch")

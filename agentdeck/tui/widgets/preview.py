@@ -25,7 +25,7 @@ class PanePreview(Widget):
         while lines and not lines[-1].plain.strip():
             lines.pop()
         self.agent = name
-        self._lines = lines
+        self._lines = list(lines)
         self.paints += 1
         self.refresh()
 

@@ -1,0 +1,1 @@
+"""The generic kind: any interactive program, status from its screen (``adapter.py``)."""
