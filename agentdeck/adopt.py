@@ -33,16 +33,37 @@ import fcntl
 import os
 import shlex
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Protocol
 
 from agentdeck import git, paths
-from agentdeck.store import ADOPT_PENDING, AgentRecord, utc_iso
+from agentdeck.store import ADOPT_PENDING, AgentRecord, Store, utc_iso
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agentdeck.deck import Deck
+    from agentdeck.config import Config
+    from agentdeck.tmux import Tmux
+
+
+class DeckState(Protocol):
+    """What adoption reads of the deck that opens the database (a :class:`agentdeck.deck.Deck`, or
+    any part of it: adoption runs while the deck is being built, and from ``gc``).  A protocol,
+    so this module sits beside the deck without importing it."""
+
+    @property
+    def repo(self) -> paths.RepoPaths: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def tmux(self) -> Tmux: ...
+    @property
+    def session_prefix(self) -> str: ...
+    @property
+    def worktree_root(self) -> Path: ...
 
 # One tmux call: every pane with what adoption needs.
 _PANE_FORMAT = "\t".join(["#{session_name}", "#{pane_dead}", "#{pane_pid}", "#{session_created}",
@@ -76,7 +97,7 @@ class Found:
 # ---------------------------------------------------------------------- finding
 
 
-def _session_env(deck: "Deck", session: str, pane_pid: int) -> dict[str, str]:
+def _session_env(deck: DeckState, session: str, pane_pid: int) -> dict[str, str]:
     env: dict[str, str] = {}
     result = deck.tmux.server.cmd("show-environment", "-t", f"={session}")
     if result.returncode == 0:
@@ -112,7 +133,7 @@ def _under(path: Path, root: Path) -> bool:
         return False
 
 
-def scan(deck: "Deck") -> list[Found]:
+def scan(deck: DeckState) -> list[Found]:
     """This repository's agents on disk (sessions, worktrees) that no row claims."""
     records = deck.store.list_agents()
     known_slugs = {r.slug for r in records}
@@ -146,9 +167,9 @@ def scan(deck: "Deck") -> list[Found]:
             item = Found(slug=slug, name=env.get(paths.ENV_AGENT) or slug, session=session, live=dead != "1",
                          session_exists=True, created=float(created) if created.isdigit() else 0.0,
                          start_command=command, sources=["session"])
-            wt = env.get(paths.ENV_WORKTREE)
-            if wt:
-                item.worktree = wt
+            env_worktree = env.get(paths.ENV_WORKTREE)
+            if env_worktree:
+                item.worktree = env_worktree
             found[slug] = item
 
     roots = set()
@@ -165,13 +186,12 @@ def scan(deck: "Deck") -> list[Found]:
         slug = wt.path.name
         if resolved in known_worktrees or slug in known_slugs:
             continue
-        item = found.get(slug)
-        if item is None:
-            # A session may have recorded this worktree under another folder name.
-            item = next((f for f in found.values() if f.worktree and _same_path(f.worktree, resolved)), None)
-        if item is None:
-            item = Found(slug=slug, name=slug, session=f"{prefix}{slug}", sources=[])
-            found[slug] = item
+        # A session may have recorded this worktree under another folder name.
+        claimed = found.get(slug) or next(
+            (f for f in found.values() if f.worktree and _same_path(f.worktree, resolved)), None)
+        if claimed is None:
+            claimed = found[slug] = Found(slug=slug, name=slug, session=f"{prefix}{slug}", sources=[])
+        item = claimed
         item.worktree = str(resolved)
         item.branch = wt.branch or ""
         item.sources.append("worktree")
@@ -191,12 +211,10 @@ def scan(deck: "Deck") -> list[Found]:
             if not ok:
                 item.worktree = ""
     # Names must stay unique: a clash (or an invalid name) falls back to the slug.
-    from agentdeck.deck import validate_name
-
     taken = set(known_names)
     for item in sorted(found.values(), key=lambda f: f.slug):
         try:
-            item.name = validate_name(item.name)
+            item.name = paths.validate_name(item.name)
         except Exception:
             item.name = item.slug
         if item.name in taken:
@@ -208,7 +226,7 @@ def scan(deck: "Deck") -> list[Found]:
 # ---------------------------------------------------------------------- adopting
 
 
-def _definition_for(deck: "Deck", command: str) -> str:
+def _definition_for(deck: DeckState, command: str) -> str:
     """The definition whose command the pane runs (the default when nothing matches better)."""
     from agentdeck.agents import get_adapter
 
@@ -232,7 +250,7 @@ def _definition_for(deck: "Deck", command: str) -> str:
     return best
 
 
-def _base_of(deck: "Deck", branch: str) -> tuple[str, str]:
+def _base_of(deck: DeckState, branch: str) -> tuple[str, str]:
     """(base branch name or commit, base commit) of an agent branch whose row was lost."""
     root = deck.repo.root
     main_branch = git.current_branch(root)
@@ -253,7 +271,7 @@ def _base_of(deck: "Deck", branch: str) -> tuple[str, str]:
     return base, base
 
 
-def _copied_files(deck: "Deck", worktree: Path) -> list[str]:
+def _copied_files(deck: DeckState, worktree: Path) -> list[str]:
     """setup_copy files present in the worktree, untracked there and identical to the repository's."""
     patterns = deck.config.deck.setup_copy
     if not patterns or not worktree.is_dir():
@@ -285,7 +303,7 @@ def _copied_files(deck: "Deck", worktree: Path) -> list[str]:
     return sorted(set(copied))
 
 
-def record_for(deck: "Deck", item: Found) -> AgentRecord:
+def record_for(deck: DeckState, item: Found) -> AgentRecord:
     """The row an agent found on disk gets back."""
     from agentdeck.agents import get_adapter
 
@@ -295,7 +313,8 @@ def record_for(deck: "Deck", item: Found) -> AgentRecord:
         kind = get_adapter(definition, deck.config).kind
     except Exception:
         kind = "generic"
-    branch = item.branch or (f"{prefix}{item.slug}" if git.branch_exists(deck.repo.root, f"{prefix}{item.slug}") else "")
+    derived = f"{prefix}{item.slug}"
+    branch = item.branch or (derived if git.branch_exists(deck.repo.root, derived) else "")
     base_branch, base_commit = _base_of(deck, branch)
     worktree = item.worktree or str(deck.worktree_root / item.slug)
     now = time.time()
@@ -313,7 +332,7 @@ def record_for(deck: "Deck", item: Found) -> AgentRecord:
     )
 
 
-def adopt(deck: "Deck", found: list[Found] | None = None) -> list[AgentRecord]:
+def adopt(deck: DeckState, found: list[Found] | None = None) -> list[AgentRecord]:
     """Write rows for the agents found on disk (all of them by default); returns the rows written."""
     import sqlite3
 
@@ -331,7 +350,7 @@ def adopt(deck: "Deck", found: list[Found] | None = None) -> list[AgentRecord]:
 
 
 @contextmanager
-def _locked(deck: "Deck") -> Iterator[None]:
+def _locked(deck: DeckState) -> Iterator[None]:
     path = deck.repo.state_dir / "adopt.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
@@ -341,12 +360,12 @@ def _locked(deck: "Deck") -> Iterator[None]:
         os.close(fd)
 
 
-def pending(deck: "Deck") -> bool:
+def pending(deck: DeckState) -> bool:
     """True while the database was created from nothing and no one looked for agents on disk yet."""
     return deck.store.get_meta(ADOPT_PENDING) == "1"
 
 
-def adopt_if_pending(deck: "Deck") -> list[AgentRecord]:
+def adopt_if_pending(deck: DeckState) -> list[AgentRecord]:
     """Called by every Deck at open: adopt once into a database created from nothing."""
     if not pending(deck):
         return []
@@ -358,7 +377,7 @@ def adopt_if_pending(deck: "Deck") -> list[AgentRecord]:
     return adopted
 
 
-def log_failure(deck: "Deck", exc: BaseException) -> None:
+def log_failure(deck: DeckState, exc: BaseException) -> None:
     """Best effort: one line in ``logs/adopt.log`` (the open that tried goes on)."""
     try:
         deck.repo.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -368,7 +387,7 @@ def log_failure(deck: "Deck", exc: BaseException) -> None:
         pass
 
 
-def adopt_live(deck: "Deck") -> list[AgentRecord]:
+def adopt_live(deck: DeckState) -> list[AgentRecord]:
     """Adopt every running agent of this repository that no row claims (for ``gc``: a live session
     is someone's work, never an orphan to delete)."""
     live = [f for f in scan(deck) if f.live]

@@ -124,6 +124,9 @@ def run_checks(repo: str | None = None, fix: bool = False) -> list[dict[str, Any
         from agentdeck.sandbox.doctor import doctor_checks as sandbox_checks  # bubblewrap (issue 14)
 
         checks.extend(sandbox_checks(config))
+        from agentdeck.research.isolation import doctor_checks as research_sandbox_checks
+
+        checks.extend(research_sandbox_checks(config))
     finally:
         if deck is not None:
             deck.close()
@@ -224,7 +227,7 @@ def _agents_on_disk(deck, fix: bool) -> list[dict[str, Any]]:
                    if isinstance(r.extra.get("adopted"), dict) and _recent(r.extra["adopted"].get("at"))]
     try:
         found = adopt.scan(deck)
-    except Exception as exc:  # noqa: BLE001 - a finding, not a crash
+    except Exception as exc:  # a finding, not a crash
         return [_check("agents on disk", "warn", f"could not look for agents on disk: {exc}")]
     if found:
         item = _check(

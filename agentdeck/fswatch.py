@@ -125,7 +125,7 @@ class FolderWatch:
 
 def process_fd(pid: int) -> int | None:
     """A descriptor readable once process *pid* has ended; None where pidfds do not exist (or the
-    process is already gone: ask :func:`agentdeck.status.process_gone`)."""
+    process is already gone: ask :func:`agentdeck.procutil.process_gone`)."""
     opener = getattr(os, "pidfd_open", None)
     if opener is None or pid <= 0:
         return None

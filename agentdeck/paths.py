@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentdeck import git
-from agentdeck.errors import NotARepository
+from agentdeck.errors import NotARepository, UsageError
 
 ENV_HOME = "AGENTDECK_HOME"
 # Set in every agent pane and hook: where the repository's state lives.
@@ -29,6 +29,11 @@ ENV_AGENT = "AGENTDECK_AGENT"
 ENV_WORKTREE = "AGENTDECK_WORKTREE"
 ENV_REPO = "AGENTDECK_REPO"
 ENV_TMUX_SOCKET = "AGENTDECK_TMUX_SOCKET"
+# An agent's bearer token for the repository's MCP server (env only, never a command-line
+# argument), and the name agents list that server under: the deck, the adapters' memory
+# wiring and the server itself all read them here.
+ENV_MCP_TOKEN = "AGENTDECK_MCP_TOKEN"
+MCP_SERVER_NAME = "agentdeck"
 
 CONFIG_FILENAME = ".agentdeck.toml"
 
@@ -133,3 +138,32 @@ def slugify(name: str, max_len: int = 48) -> str:
     if not slug:
         slug = "agent-" + hashlib.sha1(name.encode()).hexdigest()[:6]
     return slug
+
+
+# ---------------------------------------------------------------------- agent names
+# The name a user gives an agent is checked here, beside the slug made of it, so both the deck
+# and adoption (which re-reads names from the environment of panes) hold names to one rule.
+
+MAX_NAME = 64
+
+# Control (Cc: \r, \x0c, \x1c-\x1f, \x85 ...), format (Cf: zero-width, bidi), line and paragraph
+# separators (Zl, Zp: U+2028, U+2029) and lone surrogates (Cs): a name is written into note front
+# matter, file names and screens, and any of these can split a line or hide text there.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def validate_name(name: str) -> str:
+    """The agent name, stripped of surrounding spaces; UsageError (exit 2) for one that is empty,
+    too long, or holds a control, format or line-separator character."""
+    for ch in name:
+        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
+            raise UsageError(
+                f"agent name contains the control, format or line-separator character U+{ord(ch):04X}; "
+                f"use letters, digits and dashes"
+            )
+    clean = name.strip(" ")
+    if not clean:
+        raise UsageError("agent name is empty; give a name such as `north-star`")
+    if len(clean) > MAX_NAME:
+        raise UsageError(f"agent name is longer than {MAX_NAME} characters; choose a shorter name")
+    return clean

@@ -120,8 +120,8 @@ def origin_problem(method: str, headers: Any, served: str) -> str | None:
 def make_server(repos: list[str], host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                 title: str = "agentdeck") -> Any:
     """A ready :class:`TokenServer` (bound, not yet serving)."""
-    from textual_serve.server import Server
     from aiohttp import web
+    from textual_serve.server import Server
 
     class TokenServer(Server):
         """textual-serve's Server with a token guard in front of every route."""

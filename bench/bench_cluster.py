@@ -56,7 +56,8 @@ def run_engine(ex, work: Path, trials: int, sleep_s: float, slot: str) -> list[d
         spec = JobSpec(trial_id=i, tag="bench", command=f"echo START $(date +%s.%N); sleep {sleep_s}; "
                                                         "echo END $(date +%s.%N)",
                        cwd=wt, env={"AGENTDECK_BUDGET_S": str(sleep_s)}, log_path=work / "logs" / f"{i}.log",
-                       slot=slot, budget_s=sleep_s, timeout_s=120, name=f"agentdeck-bench-{os.getpid()}-{work.name}-{i}")
+                       slot=slot, budget_s=sleep_s, timeout_s=120,
+                       name=f"agentdeck-bench-{os.getpid()}-{work.name}-{i}")
         t_submit = time.time()
         handle = ex.submit(spec)
         t_returned = time.time()

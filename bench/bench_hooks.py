@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agentdeck.store import AgentRecord, Store, utc_iso  # noqa: E402
+from agentdeck.store import AgentRecord, Store, utc_iso
 
 SESSION = "0b5e2c1e-1111-4222-8333-944455556666"
 THREAD = "01a2166a-0000-7000-8000-000000000001"

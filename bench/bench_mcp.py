@@ -50,15 +50,17 @@ def repo_with_fake_claude(tmp: Path, name: str = "repo") -> Path:
     from support import make_repo
 
     fake = ROOT / "tests" / "fake_mcp_cli.py"
-    config = f'[deck]\ndefault_agent = "claude"\n[agents.claude]\nkind = "claude"\ncommand = "{sys.executable} {fake}"\n'
+    config = (f'[deck]\ndefault_agent = "claude"\n'
+              f'[agents.claude]\nkind = "claude"\ncommand = "{sys.executable} {fake}"\n')
     return make_repo(tmp / name, {"README.md": "x\n", ".agentdeck.toml": config})
 
 
 def agent_rows(repo: Path, names: list[str]) -> dict[str, str]:
     """Live agent rows with tokens (no panes: marked as launched by this process)."""
+    from mcp_support import agent_row
+
     from agentdeck import paths
     from agentdeck.store import Store
-    from mcp_support import agent_row
 
     store = Store(paths.find_repo(repo).db_path)
     tokens = {n: agent_row(store, n, repo) for n in names}
@@ -167,7 +169,8 @@ def bench_connect(tmp: Path, rounds: int) -> dict:
     top = []
     for line in imports.splitlines():
         parts = line.split("|")
-        if len(parts) == 3 and parts[1].strip().isdigit() and parts[2].startswith(" ") and not parts[2].startswith("  "):
+        top_level = parts[2].startswith(" ") and not parts[2].startswith("  ") if len(parts) == 3 else False
+        if top_level and parts[1].strip().isdigit():
             top.append((int(parts[1]), parts[2].strip()))
     top.sort(reverse=True)
     own = sum(us for us, name in top if name.startswith("agentdeck"))
@@ -390,7 +393,7 @@ def bench_first_turn(tmp: Path, launches: int, old_launches: int) -> dict:
                 proc = run_cli("new", f"c{i}", "--agent", "claude", "--prompt", f"task number {i}", cwd=repo, env=env)
                 assert proc.returncode == 0, proc.stderr
                 try:
-                    retry_until(lambda: len(stub.main_requests()) > before, timeout=90, interval=0.2)
+                    retry_until(lambda before=before: len(stub.main_requests()) > before, timeout=90, interval=0.2)
                 except AssertionError:
                     print(f"  {mode} launch {i}: no request", file=sys.stderr)
                 else:

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agentdeck.memory.store import MemoryStore, Note  # noqa: E402
+from agentdeck.memory.store import MemoryStore, Note
 
 SYLLABLES = "ka lo mi nu pe ra si to vu ze an el in or us ba de fi go hu".split()
 TAGS = ["build", "ci", "gpu", "api", "db", "ui", "perf", "tests", "deploy", "docs"]
@@ -79,9 +79,9 @@ def time_cli(args: list[str], cwd: Path, runs: int) -> float:
     return statistics.median(times)
 
 
-def _writer(root: str, index_path: str, writer: int, count: int, start_at: float, out: "mp.Queue") -> None:
+def _writer(root: str, index_path: str, writer: int, count: int, start_at: float, out: mp.Queue) -> None:
     store = MemoryStore(root, index_path, author=f"writer-{writer}", branch="bench")
-    store.index  # open before the clock starts
+    _ = store.index  # open before the clock starts
     while time.time() < start_at:
         time.sleep(0.001)
     latencies = []

@@ -163,7 +163,7 @@ def ccmanager_home(tmp: Path, rounds: int) -> Path:
     return home
 
 
-def ccmanager_menu(harness: "Harness") -> None:
+def ccmanager_menu(harness: Harness) -> None:
     """Wait for ccmanager's worktree menu (declining to restore sessions of an earlier run)."""
     def menu() -> bool:
         screen = harness.screen("ccm")
@@ -292,7 +292,8 @@ def part_latency(tmp: Path, repo: Path, ccm: Path | None, rounds: int, harness: 
               f"{len(cc_prompts) - len(cc_rec)})")
         print(f"ccmanager: prompt -> shown in its menu {ms(cc_shown)} (missed {len(cc_prompts) - len(cc_shown)})")
         if ad_rec and cc_rec:
-            print(f"recorded: agentdeck p50 / ccmanager p50 = {statistics.median(ad_rec) / statistics.median(cc_rec):.2f}"
+            rec_ratio = statistics.median(ad_rec) / statistics.median(cc_rec)
+            print(f"recorded: agentdeck p50 / ccmanager p50 = {rec_ratio:.2f}"
                   f" (goal <= 0.5); shown: {statistics.median(ad_shown) / statistics.median(cc_shown):.2f} "
                   f"(goal < 1)")
         harness.stop("ccm")
@@ -369,7 +370,7 @@ def part_ccidle(tmp: Path, repo: Path, ccm: Path, idle_s: float, harness: Harnes
     ccmanager_menu(harness)
     started = 0
     for _ in range(60):
-        rows = [m for m in re.finditer(r"^\s*(?:❯\s*)?(\d) ❯ (.+)$", harness.screen("ccm"), re.M)]
+        rows = list(re.finditer(r"^\s*(?:❯\s*)?(\d) ❯ (.+)$", harness.screen("ccm"), re.M))
         if not rows or any("fetching" in m.group(2) for m in rows):  # still drawing, or reading git
             time.sleep(0.5)
             continue

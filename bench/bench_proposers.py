@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, isolate  # noqa: E402
+from _common import ROOT, isolate
 
 A = (0.10, 0.08, 0.05, 0.03, 0.02, 0.01)
 OPT = (4.7e-3, 1.3e-3, 11.3, 370.0, 61.0, 95.0)

@@ -78,7 +78,7 @@ def control(server: Server, session: str) -> subprocess.Popen:
 def wait_for(fds: list[int], needle: bytes, timeout: float = 5.0) -> float:
     """Seconds until *needle* is read from any of *fds*."""
     t0 = time.perf_counter()
-    buf = {fd: b"" for fd in fds}
+    buf = dict.fromkeys(fds, b"")
     while time.perf_counter() - t0 < timeout:
         ready, _, _ = select.select(fds, [], [], timeout)
         for fd in ready:
@@ -121,7 +121,8 @@ def measure(name: str, setup, latency_probe) -> dict:
         mem = sum(rss_kb(p.pid) for p in procs)
         for p in procs:
             p.kill()
-        return {"name": name, "latency_ms": statistics.median(lat) * 1000, "p90_ms": sorted(lat)[int(0.9 * (len(lat) - 1))] * 1000,
+        p90 = sorted(lat)[int(0.9 * (len(lat) - 1))]
+        return {"name": name, "latency_ms": statistics.median(lat) * 1000, "p90_ms": p90 * 1000,
                 "idle_cpu_s_min": idle * 60 / IDLE_S, "added_rss_mb": mem / 1024, "processes": len(procs)}
     finally:
         server.close()

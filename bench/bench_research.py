@@ -19,6 +19,7 @@ Usage: python bench/bench_research.py [--slots 4] [--budget 3] [--trials 24] [--
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -122,7 +123,7 @@ def run_bench(slots: int, budget: float, trials: int, confirm: bool = False) -> 
     gaps = []
     for v in spans.values():
         v.sort()
-        gaps += [s2 - e1 for (_, e1), (s2, _) in zip(v, v[1:])]
+        gaps += [s2 - e1 for (_, e1), (s2, _) in itertools.pairwise(v)]
     # What the jobs themselves saw (inside the process: after interpreter start-up).
     inside = [line.split() for line in record.read_text().splitlines()]
     job_busy = sum(float(e) - float(s) for _, s, e in inside)

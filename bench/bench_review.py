@@ -116,7 +116,7 @@ def measure(label, root, names, sides, radar, diff_size, compute_diff) -> None:
         changed.append(time.perf_counter() - t)
     print(f"{label} conflict radar after every agent changed a file: {summary(changed)}")
 
-    name, side = sides[0]
+    _name, side = sides[0]
     refresh = []
     for i in range(max(ROUNDS, 10)):
         p = side.worktree / names[i]

@@ -35,9 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agentdeck import sandbox  # noqa: E402
-from agentdeck.research import evaluate  # noqa: E402
-from agentdeck.sandbox import profiles  # noqa: E402
+from agentdeck import sandbox
+from agentdeck.research import evaluate
+from agentdeck.sandbox import profiles
 
 BUDGET_REF_S = 300.0
 
@@ -56,7 +56,8 @@ def _cpu() -> float:
 def _timed(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> float:
     start = time.perf_counter()
     with open(log, "wb") as out:
-        rc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=subprocess.STDOUT).returncode
     elapsed = time.perf_counter() - start
     if rc != 0:
         raise SystemExit(f"{argv[-1] if argv else argv} failed (exit {rc}); see {log}:\n{log.read_text()[-2000:]}")

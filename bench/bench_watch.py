@@ -1,8 +1,9 @@
 """Watching cost: CPU seconds per minute to watch 30 idle agents.
 
 agentdeck's watcher (told of output by tmux control-mode clients, of dead panes by pidfds and a
-tmux hook: nothing to do while nothing moves) beside the naive way (capture and hash every pane every 500 ms), measured in the same run. CPU time
-counts the watching process, its children (tmux clients) and agentdeck's tmux server.
+tmux hook: nothing to do while nothing moves) beside the naive way (capture and hash every pane
+every 500 ms), measured in the same run. CPU time counts the watching process, its children
+(tmux clients) and agentdeck's tmux server.
 """
 
 from __future__ import annotations

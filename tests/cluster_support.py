@@ -24,9 +24,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -159,10 +160,10 @@ def start_ray(temp_dir: Path, log: Path, timeout: float = 120.0, watch_pid: int 
             if any(n.state == "ALIVE" and n.resources_total.get("GPU") for n in nodes):
                 break
             raise RuntimeError("no node yet")
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception as exc:
             if time.monotonic() > deadline:
                 stop_ray(proc.pid)
-                raise RuntimeError(f"the Ray cluster did not answer within {timeout:g}s; see {log}")
+                raise RuntimeError(f"the Ray cluster did not answer within {timeout:g}s; see {log}") from exc
             time.sleep(0.25)
     return {"address": address, "pid": proc.pid, "temp_dir": str(temp_dir)}
 
@@ -189,7 +190,7 @@ def _answers(address: str) -> bool:
 
         JobSubmissionClient(address).list_jobs()
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from support import make_repo  # noqa: E402
+from support import make_repo
 
 PREPARE = '''\
 def evaluate(x, y):
@@ -86,6 +86,10 @@ def main():
 main()
 '''
 
+#: The lab's environment: one TOML line (an inline table cannot break), braces doubled for str.format.
+_LAB_ENV = ('env = {{ LAB_RECORD = "${{LAB_RECORD}}", LAB_PIDFILE = "${{LAB_PIDFILE}}", '
+            'LAB_OFFSETS = "${{LAB_OFFSETS}}", LAB_GATE = "${{LAB_GATE}}" }}')
+
 CONFIG = '''\
 [research]
 workdir = "lab"
@@ -103,7 +107,7 @@ repeats_baseline = {repeats}
 proposer = "{proposer}"
 sandbox = "{sandbox}"
 {gates}
-env = {{ LAB_RECORD = "${{LAB_RECORD}}", LAB_PIDFILE = "${{LAB_PIDFILE}}", LAB_OFFSETS = "${{LAB_OFFSETS}}", LAB_GATE = "${{LAB_GATE}}" }}
+''' + _LAB_ENV + '''
 {extra}
 '''
 

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import CONFIG, GATES_OFF  # noqa: E402
-from support import make_repo  # noqa: E402
+from research_support import CONFIG, GATES_OFF
+from support import make_repo
 
 PREPARE = '''\
 import json

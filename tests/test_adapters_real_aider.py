@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from realcli_support import ROOT
 from stubs.openai_stub import OpenAIStub, Reply
 from support import retry_until, run_cli

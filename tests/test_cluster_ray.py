@@ -18,11 +18,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster_support import (  # noqa: E402
-    RAY_GPUS, exclusive_ray_gpus, free_ports, ray_missing, shared_ray_cluster, skip_or_fail,
+from cluster_support import (
+    RAY_GPUS,
+    exclusive_ray_gpus,
+    free_ports,
+    ray_missing,
+    shared_ray_cluster,
+    skip_or_fail,
 )
-from research_support import ScriptedProposer, by_desc, make_lab, read_records, research_for  # noqa: E402
-from support import git, retry_until, run_cli  # noqa: E402
+from research_support import ScriptedProposer, by_desc, make_lab, read_records, research_for
+from support import git, retry_until, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +146,8 @@ def test_parallel_trials_queue_for_gpus_and_stream_logs(tmp_path, ray_gpus):
     ex.check()
     assert ex.slots("auto") == [f"ray:{i}" for i in range(RAY_GPUS)]
     record = tmp_path / "record.jsonl"
-    stamp = ("python3 -c 'import json,os,sys,time; print(json.dumps({\"cvd\": os.environ.get(\"CUDA_VISIBLE_DEVICES\"), "
+    stamp = ("python3 -c 'import json,os,sys,time; "
+             "print(json.dumps({\"cvd\": os.environ.get(\"CUDA_VISIBLE_DEVICES\"), "
              "\"budget\": os.environ.get(\"AGENTDECK_BUDGET_S\"), \"cwd\": os.getcwd(), \"at\": time.time(), "
              "\"what\": sys.argv[1]}))' {what} >> " + str(record))
     cmd = (f"echo started; {stamp.replace('{what}', 'start')}; sleep 5; {stamp.replace('{what}', 'end')}; "

@@ -18,11 +18,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster_support import (  # noqa: E402
-    can_unshare, fake_calls, fake_slurm_env, real_slurm, skip_or_fail, slurm_conf_gpus,
+from cluster_support import (
+    can_unshare,
+    fake_calls,
+    fake_slurm_env,
+    real_slurm,
+    skip_or_fail,
+    slurm_conf_gpus,
 )
-from research_support import ScriptedProposer, by_desc, make_lab, read_records, research_for  # noqa: E402
-from support import git, retry_until, run_cli  # noqa: E402
+from research_support import ScriptedProposer, by_desc, make_lab, read_records, research_for
+from support import git, retry_until, run_cli
 
 
 def settings(**slurm):

@@ -299,7 +299,7 @@ def test_concurrent_processes_create_and_list(fake_repo):
         for _ in range(4)
     ]
     for p in procs + readers:
-        out, err = p.communicate(timeout=120)
+        _out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     agents = ls(fake_repo)
     assert set(agents) == {f"agent-{i}" for i in range(6)} | {"same slug", "same-slug"}

@@ -6,6 +6,7 @@ import anyio
 from memory_support import _no_memory_env, error_text, mcp_session, result_data, server_params  # noqa: F401
 from support import git, retry_until
 
+
 def params(repo, agent):
     """The server's environment is minimal: hand it this test's home and tmux socket."""
     import os

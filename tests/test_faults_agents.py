@@ -239,8 +239,7 @@ def test_new_agent_gets_the_callers_environment_never_on_a_command_line_or_on_di
 # ---------------------------------------------------------------------------- 4. altered state rows
 @pytest.mark.parametrize("change", ["slug", "worktree", "branch", "outside"])
 def test_kill_and_gc_refuse_paths_from_an_altered_row(fake_repo, tmp_path, change):
-    agent = new_ok(fake_repo, "victim")
-    wt = Path(agent["worktree"])
+    new_ok(fake_repo, "victim")
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep.txt").write_text("keep\n")

@@ -194,11 +194,11 @@ def test_full_disk_store_writes_complete_or_leave_nothing(tmp_path, small_disk):
     note_bytes, journal_bytes = note.path.read_bytes(), (mem / "journal" / "north-star.md").read_bytes()
 
     small_disk.fill(leave=4096)
-    with pytest.raises(Refused, match="disk full.*nothing was written"):
+    with pytest.raises(Refused, match=r"disk full.*nothing was written"):
         store.update(note.id, body=BIG, expected_version=1)
-    with pytest.raises(Refused, match="disk full.*nothing was written"):
+    with pytest.raises(Refused, match=r"disk full.*nothing was written"):
         store.append_journal(BIG)
-    with pytest.raises(Refused, match="disk full.*nothing was written"):
+    with pytest.raises(Refused, match=r"disk full.*nothing was written"):
         store.append_journal(BIG, agent="newcomer")  # a new journal: no empty file left either
     assert note.path.read_bytes() == note_bytes and store.get(note.id).version == 1
     assert (mem / "journal" / "north-star.md").read_bytes() == journal_bytes

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-from agentdeck.agents import LaunchContext, get_adapter
-from agentdeck.config import load_config
 from realcli_support import claude_env, require_cli, seed_claude_home, write_agent_config
 from stubs.anthropic_stub import Reply
 from support import retry_until, run_cli
 from usage_support import MeteredAnthropicStub, claude_expected, numbers, save_fixtures, usage_json
+
+from agentdeck.agents import LaunchContext, get_adapter
+from agentdeck.config import load_config
 
 SOURCE = "11111111-2222-4333-8444-555555555555"
 
@@ -26,8 +27,8 @@ SOURCE = "11111111-2222-4333-8444-555555555555"
 def ctx_for(tmp_path: Path, **kw) -> LaunchContext:
     wt = tmp_path / "wt"
     wt.mkdir(exist_ok=True)
-    defaults = dict(name="beta", worktree=wt, start_dir=wt, state_dir=tmp_path / "state", repo_root=tmp_path,
-                    hook_command=["agentdeck-hook"])
+    defaults: dict[str, Any] = {"name": "beta", "worktree": wt, "start_dir": wt, "state_dir": tmp_path / "state",
+                                "repo_root": tmp_path, "hook_command": ["agentdeck-hook"]}
     defaults.update(kw)
     return LaunchContext(**defaults)
 

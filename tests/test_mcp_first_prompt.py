@@ -80,3 +80,40 @@ def test_still_typed_looks_at_the_last_lines_only():
     screen = "❯ fix the bug\n" + "\n".join(f"line {i}" for i in range(20)) + "\n❯ \n"
     assert not first_prompt._still_typed(screen, "fix the bug")
     assert first_prompt._still_typed("header\n─────\n❯ fix the bug\n─────\n", "fix the bug")
+
+
+def test_send_checks_its_enter_only_just_after_a_launch():
+    from types import SimpleNamespace
+
+    from agentdeck.mcp_link import service
+
+    rec = SimpleNamespace(extra={"mcp": {"issued_at": 1000.0}})
+    assert service.just_launched(rec, now=1000.0 + service.JUST_LAUNCHED_S - 1)
+    assert not service.just_launched(rec, now=1000.0 + service.JUST_LAUNCHED_S + 1)
+    assert not service.just_launched(SimpleNamespace(extra={}), now=1000.0)  # not wired to the server
+    assert first_prompt.first_words("\n  what did we do so far?\nmore") == "what did we do so far?"
+
+
+def test_enter_is_pressed_again_only_while_the_text_sits_in_the_box():
+    class IO:
+        def __init__(self, screens):
+            self.screens, self.keys = list(screens), []
+
+        def capture(self):
+            return self.screens.pop(0) if len(self.screens) > 1 else self.screens[0]
+
+        def send_keys(self, *keys):
+            self.keys.append(keys)
+
+    class Adapter:
+        def classify(self, screen):
+            return SimpleNamespace(status="working" if "esc to interrupt" in screen else "idle")
+
+    from types import SimpleNamespace
+
+    stuck = IO(["❯ what did we do so far?"])
+    assert first_prompt.enter_again_if_still_typed(stuck, Adapter(), "what did we do", check_s=0.6)
+    assert stuck.keys == [("Enter",)]
+    taken = IO(["> what did we do so far?\n  esc to interrupt"])
+    assert not first_prompt.enter_again_if_still_typed(taken, Adapter(), "what did we do", check_s=0.6)
+    assert taken.keys == []

@@ -35,7 +35,7 @@ def test_eight_processes_write_200_notes_through_cli_and_mcp(git_repo, tmp_path)
         procs.append((f"{kind}{w}", start_writer(kind, git_repo, f"{kind}{w}", PER_WRITER, go)))
     go.touch()
     for name, proc in procs:
-        out, err = proc.communicate(timeout=240)
+        _out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, f"{name}: {err[-2000:]}"
 
     notes_dir = git_repo / ".git" / "agentdeck" / "memory" / "notes"
@@ -87,7 +87,8 @@ def test_two_concurrent_updates_one_wins_the_other_is_told(git_repo, tmp_path):
         # Both have read version 1: only then the signal to update.
         from support import retry_until
 
-        retry_until(lambda: all(Path(f"{o}.ready").exists() for o in outs), timeout=60, what="both racers ready")
+        retry_until(lambda outs=outs: all(Path(f"{o}.ready").exists() for o in outs), timeout=60,
+                    what="both racers ready")
         go.touch()
         for p in procs:
             assert p.wait(timeout=60) == 0

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from memory_support import _no_memory_env  # noqa: F401
-
 from realcli_support import claude_env, require_cli, seed_claude_home, write_agent_config
 from stubs.anthropic_stub import AnthropicStub, Reply
 from support import git, retry_until, run_cli

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from memory_support import _no_memory_env  # noqa: F401
-
 from realcli_support import codex_env, require_cli, seed_codex_home, write_agent_config
 from stubs.openai_stub import OpenAIStub, Reply
 from support import git, retry_until, run_cli

@@ -8,16 +8,17 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from memory_support import _no_memory_env  # noqa: F401
+from support import git, retry_until, run_cli
 
 from agentdeck.agents import adapter_class
 from agentdeck.agents.base import LaunchContext
 from agentdeck.config import AgentDef, Config
 from agentdeck.memory import inject
 from agentdeck.paths import find_repo
-from support import git, retry_until, run_cli
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,8 +39,9 @@ def context(repo: Path, **kw) -> LaunchContext:
     paths = find_repo(repo)
     worktree = repo.parent / "wt"
     worktree.mkdir(exist_ok=True)
-    values = dict(name="north star", worktree=worktree, start_dir=worktree, state_dir=paths.state_dir,
-                  repo_root=paths.root, prompt="fix the bug", hook_command=list(HOOK), mcp_command=list(MCP))
+    values: dict[str, Any] = {"name": "north star", "worktree": worktree, "start_dir": worktree,
+                              "state_dir": paths.state_dir, "repo_root": paths.root, "prompt": "fix the bug",
+                              "hook_command": list(HOOK), "mcp_command": list(MCP)}
     values.update(kw)
     return LaunchContext(**values)
 

@@ -6,9 +6,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from agentdeck.notify import transitions
 from support import git, retry_until, run_cli
 from test_deck import wait_status
+
+from agentdeck.notify import transitions
 
 
 def test_transitions_worth_telling():

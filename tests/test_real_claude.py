@@ -12,7 +12,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from realcli_support import claude_env, require_cli, seed_claude_home, write_agent_config
 from stubs.anthropic_stub import AnthropicStub, Reply
 from support import retry_until, run_cli
@@ -108,7 +107,12 @@ def test_permission_approve_then_restart_resumes_the_conversation(deck):
     deck.stub.when("what did we do", Reply.text("We created made.txt."))
     before = len(deck.stub.main_requests())
     assert run_cli("send", "alpha", "what did we do so far?", cwd=deck.repo).returncode == 0
-    retry_until(lambda: len(deck.stub.main_requests()) > before, timeout=30, what="the next model request")
+    try:
+        retry_until(lambda: len(deck.stub.main_requests()) > before, timeout=30, what="the next model request")
+    except AssertionError as exc:
+        screen = run_cli("peek", "alpha", cwd=deck.repo).stdout
+        events = run_cli("events", "alpha", "--json", cwd=deck.repo).stdout
+        raise AssertionError(f"{exc}\n--- screen:\n{screen}\n--- events:\n{events}") from None
     request = deck.stub.main_requests()[-1]
     history = json.dumps(request.body["messages"])
     assert "please create the file made.txt" in history

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from realcli_support import codex_env, require_cli, seed_codex_home, write_agent_config
 from stubs.openai_stub import OpenAIStub, Reply
 from support import retry_until, run_cli

@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import TRAIN, make_lab, set_constants  # noqa: E402
-from support import git, retry_until, run_cli  # noqa: E402
+from research_support import TRAIN, make_lab, set_constants
+from support import git, retry_until, run_cli
 
 PROPOSER = '''\
 import json, os, subprocess, sys
@@ -149,7 +148,8 @@ def test_mode_change_to_a_symlink_through_the_index(tmp_path):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     st = status(repo)
     trials = {t["description"]: t for t in proposals(st)}
-    assert trials["mode change"]["status"] == "crash" and "symbolic link in the commit" in trials["mode change"]["reason"]
+    mode_change = trials["mode change"]
+    assert mode_change["status"] == "crash" and "symbolic link in the commit" in mode_change["reason"]
     assert trials["mode change"]["seconds"] is None
     hidden = trials["hidden edit"]
     assert hidden["status"] == "crash" and hidden["seconds"] is None
@@ -213,7 +213,7 @@ def test_a_fake_metric_jump_is_suspect_and_never_promoted_unchecked(tmp_path):
     first = trials["lucky once"]
     assert first["status"] == "discard" and first["suspect"]
     assert "suspect (improves on the best by" in first["reason"] and "runs disagree" in first["reason"]
-    reruns = [t for t in st["trials"] if t["description"].startswith(f"re-run ") and f"suspect {first['id']}" in
+    reruns = [t for t in st["trials"] if t["description"].startswith("re-run ") and f"suspect {first['id']}" in
               t["description"]]
     assert len(reruns) == 2 and all(t["kind"] == "confirm" for t in reruns)
     # The consistent liar: its runs agree, so it is kept — flagged, and not promotable unchecked.

@@ -18,10 +18,10 @@ import pytest
 from memory_support import _no_memory_env  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realcli_support import claude_env, require_cli, seed_claude_home, write_agent_config  # noqa: E402
-from research_support import by_desc, make_lab, research_for  # noqa: E402
-from stubs.anthropic_stub import AnthropicStub, Reply  # noqa: E402
-from support import git, run_cli  # noqa: E402
+from realcli_support import claude_env, require_cli, seed_claude_home, write_agent_config
+from research_support import by_desc, make_lab, research_for
+from stubs.anthropic_stub import AnthropicStub, Reply
+from support import git, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -57,7 +57,7 @@ def run_in_thread(research, tag: str) -> dict:
     def target():
         try:
             out["result"] = research.run(tag)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             out["error"] = exc
 
     thread = threading.Thread(target=target, daemon=True)

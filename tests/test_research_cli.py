@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import make_lab, research_for  # noqa: E402
-from support import git, retry_until, run_cli  # noqa: E402
+from research_support import make_lab, research_for
+from support import git, retry_until, run_cli
 
 TRIAL_KEYS = {"id", "kind", "status", "reason", "metric", "commit", "description", "gpu", "seconds"}
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import ScriptedProposer, by_desc, research_for  # noqa: E402
-from sandbox_support import make_eval_lab  # noqa: E402
-from support import ROOT, git, make_repo, run_cli  # noqa: E402
+from research_support import ScriptedProposer, by_desc, research_for
+from sandbox_support import make_eval_lab
+from support import ROOT, git, make_repo, run_cli
 
-from agentdeck.research import evaluate  # noqa: E402
+from agentdeck.research import evaluate
 
 
 def _run(repo: Path, items: list[dict]) -> tuple:
@@ -58,7 +58,7 @@ def test_a_fake_metric_loses_to_the_protected_evaluation(tmp_path, sandbox):
 
 def test_without_an_evaluation_the_metric_is_self_reported(tmp_path):
     repo = make_eval_lab(tmp_path / "repo", evaluation=False)
-    research, tag, status = _run(repo, [{"set": {"CLAIM": '"0.0001"'}, "desc": "fake"}])
+    _research, _tag, status = _run(repo, [{"set": {"CLAIM": '"0.0001"'}, "desc": "fake"}])
     assert status["metric_source"] == "self-reported"
     assert by_desc(status, "fake")["metric"] == 0.0001  # the old rule: the job's word
     out = run_cli("research", "status", cwd=repo)
@@ -68,7 +68,7 @@ def test_without_an_evaluation_the_metric_is_self_reported(tmp_path):
 
 def test_an_evaluation_that_refuses_the_model_makes_the_trial_a_crash(tmp_path):
     repo = make_eval_lab(tmp_path / "repo", sandbox="bwrap")
-    research, tag, status = _run(repo, [{"set": {"MODE": '"cheat"'}, "desc": "cheat"}])
+    _research, _tag, status = _run(repo, [{"set": {"MODE": '"cheat"'}, "desc": "cheat"}])
     cheat = by_desc(status, "cheat")
     assert cheat["status"] == "crash", cheat
     assert cheat["reason"].startswith("the evaluation failed (exit 3): evaluation rejected the model"), cheat
@@ -107,7 +107,7 @@ def test_export_tree_writes_regular_files_and_refuses_a_link(tmp_path):
     (repo / "lab" / "a.py").symlink_to("/etc/passwd")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "link")
-    with pytest.raises(evaluate.EvalSetupError, match="a.py is a symbolic link"):
+    with pytest.raises(evaluate.EvalSetupError, match=r"a\.py is a symbolic link"):
         evaluate.export_tree(repo, git(repo, "rev-parse", "HEAD"), "lab", tmp_path / "out2")
 
 

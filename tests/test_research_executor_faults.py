@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import ScriptedProposer, by_desc, make_lab, research_for  # noqa: E402
+from research_support import ScriptedProposer, by_desc, make_lab, research_for
 
-from agentdeck.research import loop_jobs as loop_mod  # noqa: E402
-from agentdeck.research.executors.base import JobState  # noqa: E402
-from agentdeck.research.executors.local import LocalExecutor  # noqa: E402
+from agentdeck.research import loop_jobs as loop_mod
+from agentdeck.research.executors.base import JobState
+from agentdeck.research.executors.local import LocalExecutor
 
 
 class ClusterLike(LocalExecutor):

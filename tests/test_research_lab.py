@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from support import ROOT, git, make_repo  # noqa: E402
+from support import ROOT, git, make_repo
 
 LAB = ROOT / "examples" / "nanolab"
 

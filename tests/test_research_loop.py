@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -13,10 +14,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import (  # noqa: E402
-    ScriptedProposer, by_desc, make_lab, read_records, research_for, status_of,
+from research_support import (
+    ScriptedProposer,
+    by_desc,
+    make_lab,
+    read_records,
+    research_for,
+    status_of,
 )
-from support import git, retry_until, run_cli  # noqa: E402
+from support import git, retry_until, run_cli
 
 
 def test_keep_discard_record_and_refs(tmp_path):
@@ -279,7 +285,7 @@ def test_four_slots_never_shared(tmp_path, monkeypatch):
     assert all(j["budget"] == "1" for j in jobs)
     for slot in "0123":
         spans = sorted((j["start"], j["end"]) for j in jobs if j["slot"] == slot)
-        for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+        for (_, e1), (s2, _) in itertools.pairwise(spans):
             assert s2 >= e1, f"two jobs overlapped on slot {slot}"
     # All four slots were busy at once at some point (proposals were ready when slots freed).
     events = sorted([(j["start"], 1) for j in jobs] + [(j["end"], -1) for j in jobs])

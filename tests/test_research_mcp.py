@@ -11,7 +11,7 @@ import anyio
 from memory_support import _no_memory_env, error_text, mcp_session, result_data, server_params  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import make_lab, research_for  # noqa: E402
+from research_support import make_lab, research_for
 
 
 def params(repo: Path, agent: str = "", extra: dict[str, str] | None = None):

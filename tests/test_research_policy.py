@@ -8,16 +8,17 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from support import git, make_repo  # noqa: E402
+from support import git, make_repo
 
-from agentdeck.research import gitops, hardware, policy  # noqa: E402
-from agentdeck.research.ledger import Ledger  # noqa: E402
-from agentdeck.research.results_tsv import ResultsTsv  # noqa: E402
-from agentdeck.research.model import Gate, JobOutcome, Judgement, PathFacts, Rerun, Verdict  # noqa: E402
+from agentdeck.research import gitops, hardware, policy
+from agentdeck.research.ledger import Ledger
+from agentdeck.research.model import Gate, JobOutcome, Judgement, PathFacts, Rerun, Verdict
+from agentdeck.research.results_tsv import ResultsTsv
 
 FILE = PathFacts("file", 1, 1, 10)
 
@@ -40,8 +41,9 @@ def test_only_plain_unlinked_files_on_disk():
     assert policy.disk_problems({"train.py": PathFacts("symlink")}, protected) == [
         "train.py is a symbolic link on disk"]
     # The same inode as the protected file (a hard link made by the proposer) is named as such.
-    assert policy.disk_problems({"train.py": PathFacts("file", 2, 1, 99)}, {"prepare.py": PathFacts("file", 2, 1, 99)}) \
-        == ["train.py is a hard link to the protected prepare.py", "protected prepare.py has 2 hard links (one expected)"]
+    same_inode = {"prepare.py": PathFacts("file", 2, 1, 99)}
+    assert policy.disk_problems({"train.py": PathFacts("file", 2, 1, 99)}, same_inode) == [
+        "train.py is a hard link to the protected prepare.py", "protected prepare.py has 2 hard links (one expected)"]
     assert policy.disk_problems({"train.py": PathFacts("file", 2, 1, 10)}, protected) == [
         "train.py has 2 hard links (one expected)"]
     assert policy.disk_problems({"train.py": PathFacts("missing", 0)}, {"prepare.py": PathFacts("symlink")}) == [
@@ -124,8 +126,8 @@ def test_reach_outranks_the_protected_checksum():
 
 
 def judgement(first: float, **kw) -> Judgement:
-    base = dict(trial_id=7, first=first, best=10.0, reference=10.0, stale=False, noise=0.1, direction="min",
-                baseline=10.0)
+    base: dict[str, Any] = {"trial_id": 7, "first": first, "best": 10.0, "reference": 10.0, "stale": False,
+                            "noise": 0.1, "direction": "min", "baseline": 10.0}
     base.update(kw)
     return Judgement(**base)
 

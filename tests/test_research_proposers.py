@@ -12,13 +12,13 @@ from types import SimpleNamespace
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import ScriptedProposer, by_desc, make_lab, research_for, set_constants  # noqa: E402
-from support import git  # noqa: E402
+from research_support import ScriptedProposer, by_desc, make_lab, research_for, set_constants
+from support import git
 
-from agentdeck.config import LlmSettings, ResearchSettings  # noqa: E402
-from agentdeck.errors import UsageError  # noqa: E402
-from agentdeck.research.proposers.base import ProposalFailed, ProposalRequest, ProposerContext  # noqa: E402
-from agentdeck.research.proposers.llm import LlmProposer, extract_json  # noqa: E402
+from agentdeck.config import LlmSettings, ResearchSettings
+from agentdeck.errors import UsageError
+from agentdeck.research.proposers.base import ProposalFailed, ProposalRequest, ProposerContext
+from agentdeck.research.proposers.llm import LlmProposer, extract_json
 
 # ---------------------------------------------------------------------- stub LLM servers
 
@@ -205,7 +205,7 @@ def test_command_proposer_edits_and_describes(tmp_path):
     tag = research.start("cmd", trials=1)
     research.run(tag)
     status = research.status(tag)
-    proposal = [t for t in status["trials"] if t["kind"] == "proposal"][0]
+    proposal = next(t for t in status["trials"] if t["kind"] == "proposal")
     assert proposal["description"].startswith("X to 6 (seed ") and "editable train.py" in proposal["description"]
     assert proposal["status"] == "keep" and proposal["metric"] == pytest.approx(3.0)
 
@@ -306,7 +306,7 @@ def test_submit_without_an_open_request_is_refused(tmp_path):
     from agentdeck.research import submit_from_agent
 
     repo = make_lab(tmp_path / "repo")
-    research_for(repo).ledger  # creates the db
+    _ = research_for(repo).ledger  # creates the db
     with pytest.raises(Refused, match="no open research request"):
         submit_from_agent("something", agent="nobody", cwd=str(repo))
     with pytest.raises(UsageError):

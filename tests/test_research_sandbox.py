@@ -16,15 +16,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import research_for  # noqa: E402
-from sandbox_support import attempts, env_of, make_eval_lab, processes_with, unique_sleep  # noqa: E402
-from support import retry_until  # noqa: E402
+from research_support import research_for
+from sandbox_support import attempts, env_of, make_eval_lab, processes_with, unique_sleep
+from support import retry_until
 
-from agentdeck import sandbox  # noqa: E402
-from agentdeck.sandbox import profiles  # noqa: E402
-from agentdeck.sandbox.env import allowed_env, expand  # noqa: E402
-from agentdeck.sandbox.profile import Profile, ProfileError, bwrap_argv, mounts  # noqa: E402
-
+from agentdeck import sandbox
+from agentdeck.sandbox import profiles
+from agentdeck.sandbox.env import allowed_env, expand
+from agentdeck.sandbox.profile import Profile, ProfileError, bwrap_argv, mounts
 
 # ---------------------------------------------------------------------- pure parts
 
@@ -219,7 +218,9 @@ def test_a_gpu_slot_is_leased_again_only_once_nvidia_smi_lists_none_of_the_job(t
         # A stand-in for nvidia-smi: lists the pids in `listing` that are still alive.
         (bindir / "nvidia-smi").write_text(
             "#!/bin/sh\n"
-            f'for p in $(cat {listing}); do [ -d /proc/$p ] && ! grep -q "^State:.*Z" /proc/$p/status && echo $p; done\n'
+            f'for p in $(cat {listing}); do\n'
+            '  [ -d /proc/$p ] && ! grep -q "^State:.*Z" /proc/$p/status && echo $p\n'
+            'done\n'
             "exit 0\n")
         (bindir / "nvidia-smi").chmod(0o755)
         monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import ScriptedProposer, make_lab, research_for  # noqa: E402
-from support import git, run_cli  # noqa: E402
+from research_support import ScriptedProposer, make_lab, research_for
+from support import git, run_cli
 
-from agentdeck.errors import UsageError  # noqa: E402
-from agentdeck.research import space as sp  # noqa: E402
-from agentdeck.research.proposers.search import observations  # noqa: E402
+from agentdeck.errors import UsageError
+from agentdeck.research import space as sp
+from agentdeck.research.proposers.search import observations
 
 needs_optuna = pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
                                   reason="optuna is not installed (pip install 'agentdeck[search]')")

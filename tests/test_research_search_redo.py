@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import TRAIN, ScriptedProposer, make_lab, read_records, research_for  # noqa: E402
-from support import git, retry_until  # noqa: E402
+from research_support import TRAIN, ScriptedProposer, make_lab, read_records, research_for
+from support import git, retry_until
 
-from agentdeck.research import space as sp  # noqa: E402
+from agentdeck.research import space as sp
 
 needs_optuna = pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
                                   reason="optuna is not installed (pip install 'agentdeck[search]')")
@@ -91,9 +91,10 @@ def at(research, tag, x):
 @needs_optuna
 def test_a_queued_search_proposal_is_redone_on_the_new_best(tmp_path, monkeypatch):
     # One slot: (5, 2) runs (held at the gate) while (7, 1) is made on the same base and queued; the
-    # run is paused until (5, 2) is kept, so (7, 1) is moved before it runs. A cherry-pick of (7, 1)'s diff onto it conflicts (both changed the X and Y lines), so
-    # without redo it was dropped. Redone, its files on the new best are the very files it was
-    # proposed as (its own content hash, not a duplicate): it runs once and wins.
+    # run is paused until (5, 2) is kept, so (7, 1) is moved before it runs. A cherry-pick of (7, 1)'s
+    # diff onto it conflicts (both changed the X and Y lines), so without redo it was dropped. Redone,
+    # its files on the new best are the very files it was proposed as (its own content hash, not a
+    # duplicate): it runs once and wins.
     repo, research = lab(tmp_path, monkeypatch, hold=5.0, slots="[0]", workers=1)
     tag = research.start("q", trials=2)
     search = research.make_proposer("search", tag, research.settings_from_run(research.ledger.run(tag)))

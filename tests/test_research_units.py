@@ -12,20 +12,23 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from research_support import TRAIN, make_lab  # noqa: E402
-from support import git, retry_until  # noqa: E402
+from research_support import TRAIN, make_lab
+from support import git, retry_until
 
-from agentdeck.errors import UsageError  # noqa: E402
-from agentdeck.research import gitops  # noqa: E402
-from agentdeck.research.executors.base import JobSpec  # noqa: E402
-from agentdeck.research.executors.local import LocalExecutor, pid_alive  # noqa: E402
-from agentdeck.research.gpus import SlotPool, parse_gpus_arg, resolve_slots, slot_env  # noqa: E402
-from agentdeck.research.results_tsv import ResultsTsv, tsv_row  # noqa: E402
-from agentdeck.research.metric import beats, noise_of, read_metric  # noqa: E402
-from agentdeck.research.proposers.base import ProposalFailed, ProposalRequest  # noqa: E402
-from agentdeck.research.proposers.mutate import (  # noqa: E402
-    MutateProposer, candidates, find_constants, format_number,
+from agentdeck.errors import UsageError
+from agentdeck.research import gitops
+from agentdeck.research.executors.base import JobSpec
+from agentdeck.research.executors.local import LocalExecutor, pid_alive
+from agentdeck.research.gpus import SlotPool, parse_gpus_arg, resolve_slots, slot_env
+from agentdeck.research.metric import beats, noise_of, read_metric
+from agentdeck.research.proposers.base import ProposalFailed, ProposalRequest
+from agentdeck.research.proposers.mutate import (
+    MutateProposer,
+    candidates,
+    find_constants,
+    format_number,
 )
+from agentdeck.research.results_tsv import ResultsTsv, tsv_row
 
 # ---------------------------------------------------------------------- metric
 

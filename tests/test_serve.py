@@ -82,7 +82,7 @@ def served(fake_repo):
 def test_serve_listens_on_loopback_with_a_token_and_refuses_without(served):
     url = served
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]{20,}", url), url
-    base, token = url.split("/?token=")
+    base, _token = url.split("/?token=")
     status, headers, body = http_status(url)
     assert status == 200 and "Set-Cookie" in headers and "HttpOnly" in headers["Set-Cookie"]
     assert "SameSite=Strict" in headers["Set-Cookie"]

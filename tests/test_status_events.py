@@ -18,6 +18,7 @@ from support import make_repo, retry_until
 
 from agentdeck import status
 from agentdeck.deck import Deck
+from agentdeck.status.rules import DRAWING_HOLD_S
 
 # bash as an agent: its prompt is "$ " (PS1 from the environment), a question ends in "[y/n]".
 SH_CONFIG = FAKE_CONFIG + """
@@ -204,6 +205,47 @@ def test_decide_an_agent_started_with_a_prompt_works_while_it_draws():
     assert status.decide(_rec("starting", prompt="fix it"), _adapter(), "", 99.9, 100.0) == "working"
 
 
+def test_decide_a_cli_with_a_known_prompt_is_starting_until_it_draws_a_pattern():
+    """A blank or half-drawn screen while the CLI loads is not ``idle`` (a ``send`` then is lost);
+    bounded by DRAWING_HOLD_S for a CLI whose look changed."""
+    cli = SimpleNamespace(has_events=True, quiet_s=1.0, knows_prompt=True)
+    now = 100.0
+    starting = _rec("starting", "restart", at=now - 5)
+    assert status.decide(starting, cli, "", now - 4.0, now) is None  # quiet and blank: still starting
+    assert status.decide(starting, cli, "", now - 0.1, now) is None
+    assert status.decide(starting, cli, "idle", now - 0.1, now) == "idle"  # its prompt: ready
+    assert status.decide(starting, cli, "waiting", now - 0.1, now) == "waiting"
+    late = _rec("starting", "restart", at=now - DRAWING_HOLD_S - 1)
+    assert status.decide(late, cli, "", now - 4.0, now) == "idle"
+    assert status.decide(_rec("working"), cli, "", now - 4.0, now) == "idle"  # only while starting
+
+
+def test_decide_a_restart_not_yet_respawned_is_starting_whatever_the_old_screen_says():
+    now = 100.0
+    rec = _rec("starting", "restart", at=now - 1)
+    rec.extra = {"relaunching": now - 1}
+    for verdict in ("idle", "waiting", "working", ""):
+        assert status.decide(rec, _adapter(), verdict, now - 5.0, now) is None, verdict
+    rec.extra = {"relaunching": now - DRAWING_HOLD_S - 1}  # a restart killed half way holds no longer
+    assert status.decide(rec, _adapter(), "idle", now - 5.0, now) == "idle"
+    rec.extra = {}  # respawned: the screen is the new process's
+    assert status.decide(rec, _adapter(), "idle", now - 5.0, now) == "idle"
+
+
+def test_respawn_clears_the_old_screen(tmp_path):
+    """The restarted pane must not show the old CLI's prompt, which would read as ready."""
+    from agentdeck.tmux import Tmux
+
+    tmux_server = Tmux(os.environ["AGENTDECK_TMUX_SOCKET"], tmp_path / "conf")
+    tmux_server.new_session("old", tmp_path, ["sh", "-c", "echo OLD PROMPT; exec sleep 60"])
+    pane = tmux_server.pane_id("old")
+    retry_until(lambda: "OLD PROMPT" in tmux_server.capture(pane), timeout=10, what="the old screen")
+    tmux_server.respawn("old", tmp_path, ["sh", "-c", "exec sleep 60"])
+    pane = tmux_server.pane_id("old")
+    retry_until(lambda: tmux_server.capture(pane).strip() == "", timeout=10, what="a cleared screen")
+    assert "OLD PROMPT" not in tmux_server.capture(pane)
+
+
 def test_decide_hook_led_agents_only_corrected_after_grace():
     now = 100.0
     hook = _rec("working", "hook", at=now - 0.5)
@@ -387,7 +429,8 @@ def test_status_names_load_their_own_module_only():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(["agentdeck", "agentdeck.status", "agentdeck.status.launch",
+    # procutil: the stdlib-only process helpers at the bottom of the house
+    assert out.stdout.strip() == str(["agentdeck", "agentdeck.procutil", "agentdeck.status", "agentdeck.status.launch",
                                       "agentdeck.status.watching"]), out.stdout
     with pytest.raises(AttributeError):
         status.__getattr__("no_such_name")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agentdeck import paths
 from agentdeck.config import AgentDef, Config
 from agentdeck.errors import MissingTool
 
@@ -212,6 +213,8 @@ class Adapter:
         if agent_def.quiet_s:
             self.quiet_s = agent_def.quiet_s
         self.screen_rules: tuple[ScreenRule, ...] = self.SCREEN_RULES or self.pattern_rules(agent_def)
+        #: The screen table knows this CLI's prompt: until it shows, the CLI is still starting.
+        self.knows_prompt = any(rule.status == "idle" for rule in self.screen_rules)
 
     #: The CLI's screen table, first match wins (:func:`classify_screen`); empty: the definition's
     #: ``waiting_pattern`` / ``working_pattern`` / ``idle_pattern`` (:meth:`pattern_rules`).
@@ -351,9 +354,9 @@ def wire_memory(ctx: LaunchContext) -> MemoryWiring | None:
     env = {ENV_MEMORY_DIR: str(loc.memory_dir), ENV_MEMORY_BRIEF: str(brief_file)}
     url = inject.http_url(ctx)
     if url and ctx.mcp_token:
-        env[inject.TOKEN_ENV] = ctx.mcp_token
+        env[paths.ENV_MCP_TOKEN] = ctx.mcp_token
     return MemoryWiring(
         agent=ctx.name, locations=loc, brief=inject.brief_text(loc, ctx.name), brief_file=brief_file,
-        server_name=inject.SERVER_NAME, mcp_url=url, token_env=inject.TOKEN_ENV,
+        server_name=paths.MCP_SERVER_NAME, mcp_url=url, token_env=paths.ENV_MCP_TOKEN,
         stdio_server=inject.mcp_server_spec(loc, ctx.name, mcp_command=ctx.mcp_command or None), env=env,
     )

@@ -69,7 +69,7 @@ class _Loader:
                 if current == dotted:
                     return f", line {number}"
                 continue
-            if pattern.match(line) and (current == section or section.endswith(current) and current):
+            if pattern.match(line) and (current == section or (section.endswith(current) and current)):
                 return f", line {number}"
         # a key inside an inline table (``lr = { low = 1 }``): the line of the table's own key
         return self.line_of(section) if "." in section else ""
@@ -79,7 +79,7 @@ class _Loader:
 
     def value(self, dotted: str, tp: Any, raw: Any) -> Any:
         origin = get_origin(tp)
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a section's class (never an instance)
             if not isinstance(raw, dict):
                 raise self.fail(dotted, f"expected a table [{dotted}], got {type(raw).__name__}")
             return self.table(dotted, tp, raw)
@@ -244,7 +244,7 @@ def _build(loader: _Loader, raw: dict[str, Any]) -> Config:
 
 
 def _construct(tp: Any, value: Any) -> Any:
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict):
         sub = get_type_hints(tp)
         return tp(**{k: _construct(sub[k], v) for k, v in value.items()})
     if get_origin(tp) is dict and isinstance(value, dict) and dataclasses.is_dataclass(get_args(tp)[1]):

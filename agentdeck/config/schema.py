@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from agentdeck.errors import UsageError
 
@@ -59,7 +59,7 @@ def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MI
 
 
 #: A path that cannot hold a NUL or a line break (git and the shell would cut or split it).
-PATH_TEXT = dict(pattern=r"[^\x00\r\n]*", means="a path without NUL or line breaks")
+PATH_TEXT = {"pattern": r"[^\x00\r\n]*", "means": "a path without NUL or line breaks"}
 #: An environment variable's name.
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 #: ``tmux -L NAME``: a plain file name in tmux's own socket folder, never a path.
@@ -132,7 +132,7 @@ class AgentDef:
     empty = ``[deck] sandbox`` (:mod:`agentdeck.sandbox.agent_mode`)."""
     autonomy: Literal["ask", "auto"] = "ask"
     """``auto``: the CLI's no-prompt mode, only inside a sandbox (or ``--i-know-it-is-unsandboxed``)."""
-    network: Union[bool, None] = None
+    network: bool | None = None
     """False: a sandboxed agent reaches only loopback (a cloud model's API too, in ``bwrap``); unset:
     the network, except for Codex's own sandbox (``agent``), whose commands stay offline."""
 
@@ -180,7 +180,7 @@ class RaySettings:
     """GPUs per trial entrypoint."""
     runtime_env: dict[str, Any] = field(default_factory=dict)
     """Extra runtime_env entries merged into each job's."""
-    shared_fs: Union[bool, None] = None
+    shared_fs: bool | None = None
     """True: jobs run in the worktree in place (the nodes share its filesystem); false: the worktree
     is uploaded as working_dir. Unset: in place for a cluster on this host, uploaded otherwise."""
 
@@ -201,15 +201,15 @@ class SlurmSettings:
 class SpaceParam:
     """One ``[research.space]`` entry: a searched constant's range (any subset of the keys)."""
 
-    low: Union[int, float, None] = setting(None)
+    low: int | float | None = setting(None)
     """Lowest value (default: derived from the constant's value)."""
-    high: Union[int, float, None] = setting(None)
+    high: int | float | None = setting(None)
     """Highest value (default: derived)."""
-    log: Union[bool, None] = None
+    log: bool | None = None
     """Log scale (default: derived; with low and high given, when they span a decade or more)."""
-    step: Union[int, float, None] = setting(None, gt=0)
+    step: int | float | None = setting(None, gt=0)
     """Grid step on a linear scale."""
-    choices: list[Union[int, float]] = setting(factory=list)
+    choices: list[int | float] = setting(factory=list)
     """The values to choose from (instead of low/high)."""
 
 
@@ -232,7 +232,7 @@ class ResearchSettings:
     """Training time budget handed to the job as AGENTDECK_BUDGET_S."""
     timeout_s: float = setting(600.0, gt=0)
     """Hard limit per job; past it the job is killed and the trial is a crash."""
-    gpus: Union[Literal["auto"], list[int]] = setting("auto", ge=0, le=1023, nonempty=True)
+    gpus: Literal["auto"] | list[int] = setting("auto", ge=0, le=1023, nonempty=True)
     """``"auto"`` or a list of device ids, one slot each."""
     proposer: Literal["mutate", "search", "llm", "agent", "command"] = "mutate"
     proposer_command: str = ""
@@ -258,11 +258,11 @@ class ResearchSettings:
     ``"${NAME}"`` copies agentdeck's own NAME, and is left out when NAME is unset."""
     hardware: str = ""
     """The run's primary hardware class (default: the first lane's GPU model, or cpu)."""
-    max_jump: Union[float, None] = setting(None, gt=0)
+    max_jump: float | None = setting(None, gt=0)
     """Largest believable improvement in one trial, in the metric's unit; a larger one is ``suspect``
     (re-run twice, kept only if the runs agree, promoted only with --accept-suspect). Unset: 3x the
     largest improvement kept so far in the run, or 10 % of the baseline's value before any."""
-    metric_floor: Union[float, None] = setting(None)
+    metric_floor: float | None = setting(None)
     """A value no honest result reaches (below it with direction min, above it with max); a result
     beyond it is ``suspect``."""
     max_crashes: int = setting(5, ge=1, le=1000000)

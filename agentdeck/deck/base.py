@@ -301,6 +301,14 @@ class DeckBase:
         for slug in {rec.slug, paths.slugify(rec.name)}:
             if SLUG_RE.fullmatch(slug) and slug not in others:
                 shutil.rmtree(agents_dir / slug, ignore_errors=True)
+        if paths.slugify(rec.name) not in others:  # a bwrap sandbox (its worktree is gone; no sync now)
+            from agentdeck.sandbox import agent_bwrap
+
+            sandbox = agent_bwrap.load(self.repo, rec.name)
+            if sandbox is not None:
+                agent_bwrap.remove(sandbox, sync=False)
+            else:
+                agent_bwrap.remove_leftover(agent_bwrap.sandbox_root(self.repo, rec.name))
 
     # ------------------------------------------------------------------ re-adoption (issue 12: state faults)
     def _adopt_lost_agents(self) -> None:

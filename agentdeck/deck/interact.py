@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agentdeck.agents import get_adapter
 from agentdeck.errors import Refused, UsageError
+from agentdeck.mcp_link import first_prompt
 from agentdeck.mcp_link import service as mcp_service
 from agentdeck.store import AgentRecord
 
@@ -41,8 +42,13 @@ class InteractOps(DeckBase):
             )
         pane = self._live_pane(rec, "send to")
         mcp_service.settle_before_typing(self, rec)  # a CLI connecting its MCP server drops typed Enters
-        get_adapter(rec.definition, self.config).submit(self.tmux.pane_io(pane), text)
+        adapter = get_adapter(rec.definition, self.config)
+        io = self.tmux.pane_io(pane)
+        adapter.submit(io, text)
         self.store.add_event(name, "send", "user", detail={"chars": len(text)})
+        if mcp_service.just_launched(rec) and first_prompt.enter_again_if_still_typed(
+                io, adapter, first_prompt.first_words(text)):
+            self.store.add_event(name, "send", "deck", detail={"enter_again": "the text still sat in the input box"})
 
     def _answer(self, name: str, approve: bool) -> None:
         rec = self.get(name)

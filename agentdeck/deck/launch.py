@@ -164,7 +164,7 @@ class LaunchOps(DeckBase):
             raise
         self._await_launcher(rec.session, env_file)
         extra = dict(ctx.extra)
-        for key in ("launching", "launcher", "launch_interrupted"):
+        for key in ("launching", "launcher", "launch_interrupted", "relaunching"):
             extra.pop(key, None)
         fields: dict[str, Any] = {"extra": extra}
         if ctx.session_id != rec.session_id:

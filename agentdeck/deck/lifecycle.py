@@ -9,12 +9,14 @@ any failure undoes each step taken.  ``restart`` finishes such an interrupted la
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from agentdeck import git, paths
 from agentdeck.agents import get_adapter
 from agentdeck.errors import AgentdeckError, Refused, UsageError
 from agentdeck.faults import fault_point
+from agentdeck.procutil import process_identity
 from agentdeck.sandbox import agent_mode
 from agentdeck.store import AgentRecord, utc_iso
 
@@ -82,8 +84,6 @@ class LifecycleOps(SetupOps, RemovalOps):
 
         The row is marked ``launching`` and records which process launches it (pid, start time),
         so a reader can tell a launch in progress from one whose process was killed."""
-        from agentdeck.status import process_identity
-
         base_slug = paths.slugify(name)
         prefix = self.config.deck.branch_prefix
         launcher = process_identity()
@@ -233,6 +233,8 @@ class LifecycleOps(SetupOps, RemovalOps):
         if interrupted:
             self._finish_setup(rec, health == "missing")
         self.store.update_agent(name, kept=False, launch_count=rec.launch_count + 1)
+        # Until the pane is respawned it shows the old process: what it says is not the new one's status.
+        self.store.merge_extra(name, relaunching=time.time())
         self.store.set_status(name, "starting", "restart")
         self.store.put_screen_state(name, fingerprint="", screen_hash="", verdict="", candidate="", candidate_at=0.0)
         # A launch that never started the agent starts it afresh (initial prompt, no conversation to resume).

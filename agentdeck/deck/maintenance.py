@@ -54,7 +54,68 @@ class MaintenanceOps(RemovalOps):
         for root in self._worktree_roots():
             if root.is_dir():
                 out += [str(p) for p in sorted(root.glob(f"{TRASH_PREFIX}*")) if str(p) not in claimed]
+        return out + self._orphan_sandboxes()
+
+    def _sandbox_folder(self) -> Path:
+        from agentdeck.sandbox import agent_bwrap
+
+        return Path(self.repo.state_dir) / agent_bwrap.SANDBOXES
+
+    def _orphan_sandboxes(self) -> list[str]:
+        """bwrap sandbox folders no agent owns (a removal interrupted after its row went, an
+        interrupted first launch): no row by that slug, and no worktree left at the recorded place."""
+        from agentdeck.sandbox import agent_bwrap
+
+        base = self._sandbox_folder()
+        if not base.is_dir():
+            return []
+        owned = set()
+        for rec in self.store.list_agents():
+            owned |= {rec.slug, paths.slugify(rec.name)}
+        out = []
+        for folder in sorted(base.iterdir()):
+            if folder.name in owned or folder.is_symlink() or not folder.is_dir():
+                continue
+            sandbox = agent_bwrap.load_at(folder)
+            if sandbox is not None and os.path.lexists(sandbox.worktree):
+                continue  # a worktree without a row: gc offers the worktree (and settles this then)
+            out.append(str(folder))
         return out
+
+    def _sync_worktree_sandbox(self, worktree: Path) -> tuple[Path | None, str | None]:
+        """Before ``gc`` removes a worktree no agent owns: the sandbox working in it (a row lost)
+        brings its commits back (its branch exists: the worktree has it out), a diverged tip kept
+        under a recovery ref; (its folder, to remove once the worktree is gone, and that ref)."""
+        from agentdeck.sandbox import agent_bwrap
+
+        base = self._sandbox_folder()
+        real = worktree.resolve()
+        for folder in sorted(base.iterdir()) if base.is_dir() else []:
+            sandbox = agent_bwrap.load_at(folder)
+            if sandbox is None or folder.is_symlink() or Path(sandbox.worktree).resolve() != real:
+                continue
+            try:
+                agent_bwrap.sync_back(sandbox)
+            except Refused:
+                pass
+            return folder, self._keep_sandbox_tip(folder.name, sandbox)
+        return None, None
+
+    def _settle_sandbox_folder(self, folder: Path) -> str | None:
+        """Remove an orphan sandbox folder, its own commits first kept under a recovery ref when no
+        ref of the repository reaches them (never a sync: its branch may be gone on purpose)."""
+        from agentdeck.sandbox import agent_bwrap
+
+        if folder.parent != self._sandbox_folder() or folder.is_symlink():
+            raise Refused(f"refused to delete {folder}: it is not one of agentdeck's sandbox folders; "
+                          f"nothing was deleted")
+        sandbox = agent_bwrap.load_at(folder)
+        if sandbox is None:
+            agent_bwrap.remove_leftover(folder)
+            return None
+        ref = self._keep_sandbox_tip(folder.name, sandbox)
+        agent_bwrap.remove(sandbox, sync=False)
+        return ref
 
     # ------------------------------------------------------------------ recovery / gc
     def recovery_refs(self) -> list[dict[str, str]]:
@@ -142,6 +203,9 @@ class MaintenanceOps(RemovalOps):
             if not os.path.lexists(path):
                 continue
             self._check_removable(path)
+            sandbox_folder, sandbox_ref = self._sync_worktree_sandbox(path)
+            if sandbox_ref:
+                done.saved.append(sandbox_ref)
             if git.worktree_health(path, self.repo.common_dir) == "ok":
                 branch = git.current_branch(path)
                 if git.status_porcelain(path) or branch:
@@ -150,14 +214,25 @@ class MaintenanceOps(RemovalOps):
             else:
                 head = next((w.head for w in git.list_worktrees(self.repo.root) if w.path.resolve() == path.resolve()),
                             "") or git.head_commit(self.repo.root)
+                if not head:  # nothing to save its files over: keep the folder
+                    raise Refused(f"{path} cannot be saved before it is removed: the repository has no commit; "
+                                  f"commit once, then run `agentdeck gc` again")
                 commit = git.snapshot_remains(self.repo.common_dir, path, head)
                 done.saved.append(git.keep_recovery_commit(self.repo.root, paths.slugify(path.name), commit,
                                                               "HEAD"))
             self._remove_worktree_folder(None, path, None)
+            if sandbox_folder is not None:  # only now: until the worktree is gone its git stays guarded
+                self._settle_sandbox_folder(sandbox_folder)
             done.worktrees.append(wt)
+        sandboxes = self._sandbox_folder()
         for trash in plan.trash:
             path = Path(trash)
-            if os.path.lexists(path):
+            if path.parent == sandboxes:  # an orphan bwrap sandbox (its own commits kept first)
+                if os.path.lexists(path) and str(path) in self._orphan_sandboxes():
+                    saved = self._settle_sandbox_folder(path)
+                    done.saved += [saved] if saved else []
+                    done.trash.append(trash)
+            elif os.path.lexists(path):
                 self._check_trash(path)
                 self._remove_tree(path)
                 done.trash.append(trash)

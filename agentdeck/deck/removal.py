@@ -154,13 +154,20 @@ class RemovalOps(DeckBase):
         """Stop an agent; remove its worktree and branch when they hold no work (or with *discard*,
         after saving a recovery ref), else keep both.  Checked first: a writable state, a row
         agentdeck wrote, a worktree path git lists under the worktree folder.  An interrupted kill
-        (or a worktree half removed by one) is finished; what is left is saved first."""
+        (or a worktree half removed by one) is finished; what is left is saved first.  A ``bwrap``
+        agent's commits are brought from its sandbox onto its branch before anything is decided
+        (a diverged sandbox counts as unmerged work; with *discard* its own tip is kept under
+        ``refs/agentdeck/trash/<slug>-sandbox/<stamp>``); its sandbox goes with its worktree."""
         self.check_writable()
         rec = self.get(name)
         health = self._kill_checks(rec)
         worktree = Path(rec.worktree)
         pending = rec.extra.get("removing")
         self.tmux.kill_session(rec.session)
+        # A bwrap agent's commits live in its sandbox until synced: onto its branch first, so
+        # that the checks and the recovery ref below see them (a diverged tip is kept apart).
+        sandbox, synced = self._sync_sandbox(rec)
+        fault_point("kill.sandbox_synced")
         result = KillResult(name=name)
         if isinstance(pending, dict):
             result.recovery_ref = pending.get("ref")  # an interrupted kill: finish what it decided
@@ -172,6 +179,8 @@ class RemovalOps(DeckBase):
             pending = {"ref": result.recovery_ref, "keep_branch": bool(ahead and not discard)}
         else:
             dirty, ahead = self.agent_changes(rec)
+            if synced == "diverged":
+                ahead = max(ahead, 1)  # its own commits, which its branch does not hold: unmerged work
             result.uncommitted, result.commits = len(dirty), ahead
             if (dirty or ahead) and not discard:
                 self.store.update_agent(name, kept=True)
@@ -184,6 +193,11 @@ class RemovalOps(DeckBase):
                     exclude=set(rec.extra.get("copied", [])),
                 )
             pending = {"ref": result.recovery_ref, "keep_branch": False}
+        if sandbox is not None and synced == "diverged":
+            kept_tip = self._keep_sandbox_tip(rec.slug, sandbox)
+            if kept_tip:
+                pending = {**pending, "sandbox_ref": kept_tip}
+                result.recovery_ref = result.recovery_ref or kept_tip
         self.store.merge_extra(name, removing=pending)
         self.store.set_status(name, "exited", "kill")
         fault_point("kill.after_ref")
@@ -210,6 +224,9 @@ class RemovalOps(DeckBase):
         if trash and os.path.lexists(trash):
             self._remove_tree(Path(trash))
         git.prune_worktrees(self.repo.root)
+        # The worktree is gone: its sandbox goes too (synced at the start of this kill; no sync
+        # now, which could bring back a branch deleted below by an interrupted earlier run).
+        self._remove_sandbox(rec)
         if pending.get("keep_branch"):
             # The branch has commits and no --discard: keep it; the agent stays listed, kept.
             extra = {k: v for k, v in self.get(name).extra.items() if k != "removing"}
@@ -218,8 +235,50 @@ class RemovalOps(DeckBase):
             return result
         if rec.extra.get("created_branch", True) and git.branch_exists(self.repo.root, rec.branch):
             git.delete_branch(self.repo.root, rec.branch)
-        self.store.add_event(name, "kill", "user", detail={"discard": discard, "ref": result.recovery_ref})
+        self.store.add_event(name, "kill", "user", detail={"discard": discard, "ref": result.recovery_ref,
+                                                            "sandbox_ref": pending.get("sandbox_ref")})
         self.store.delete_agent(name)
         self._purge_agent_files(rec)
         result.removed = True
         return result
+
+    # ------------------------------------------------------------------ bwrap sandboxes
+    def _sync_sandbox(self, rec: AgentRecord) -> tuple[Any, str]:
+        """(agent *rec*'s bwrap sandbox or None, :func:`~agentdeck.sandbox.agent_bwrap.sync_back`'s
+        answer): its commits brought onto its branch.  A tip that is no commit (the agent's own
+        doing) counts as ``same``: there is nothing there to save."""
+        from agentdeck.sandbox import agent_bwrap
+
+        sandbox = agent_bwrap.load(self.repo, rec.name)
+        if sandbox is None:
+            return None, "none"
+        try:
+            return sandbox, agent_bwrap.sync_back(sandbox)
+        except Refused:
+            return sandbox, "same"
+
+    def _keep_sandbox_tip(self, slug: str, sandbox: Any) -> str | None:
+        """Save a sandbox's own tip that no ref reaches under ``refs/agentdeck/trash/<slug>-sandbox/<stamp>``
+        (a recovery ref like the others); the ref, or None when there was nothing to save."""
+        from agentdeck.sandbox import agent_bwrap
+
+        if agent_bwrap.unsaved_tip(sandbox) is None:
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        ref = f"{git.TRASH_PREFIX}{slug}-sandbox/{stamp}"
+        n = 1
+        while git.run_ok(self.repo.root, "show-ref", "--verify", "--quiet", ref):
+            n += 1
+            ref = f"{git.TRASH_PREFIX}{slug}-sandbox/{stamp}-{n}"
+        return ref if agent_bwrap.keep_tip(sandbox, ref) else None
+
+    def _remove_sandbox(self, rec: AgentRecord) -> None:
+        """Delete agent *rec*'s sandbox folder (its worktree is gone and it was synced), also one
+        half deleted by an interrupted removal (no record left)."""
+        from agentdeck.sandbox import agent_bwrap
+
+        sandbox = agent_bwrap.load(self.repo, rec.name)
+        if sandbox is not None:
+            agent_bwrap.remove(sandbox, sync=False)
+        else:
+            agent_bwrap.remove_leftover(agent_bwrap.sandbox_root(self.repo, rec.name))

@@ -12,10 +12,12 @@ lives here, below the deck, so neither package imports the other's upper half:
 * :mod:`agentdeck.mcp_link.first_prompt` - the initial prompt typed once the agent's MCP client
   has listed the tools.
 
-Standard library and the state store only (the watcher imports it); the adapters' base is
-imported when an agent launches or a prompt is typed.
+Standard library, the state store and :mod:`agentdeck.paths` only (the watcher imports it; the
+server's name and the token's variable are defined there, where the memory wiring below reads them
+too); the adapters' base is imported when an agent launches or a prompt is typed.
 """
 
-SERVER_NAME = "agentdeck"
-#: The environment variable that carries an agent's bearer token (never a command-line argument).
-TOKEN_ENV = "AGENTDECK_MCP_TOKEN"
+from agentdeck.paths import ENV_MCP_TOKEN as TOKEN_ENV
+from agentdeck.paths import MCP_SERVER_NAME as SERVER_NAME
+
+__all__ = ["SERVER_NAME", "TOKEN_ENV"]

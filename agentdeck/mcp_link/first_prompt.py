@@ -165,7 +165,7 @@ def _type_and_record(deck: Any, rec: Any, detail: dict[str, Any]) -> None:
             return
         _event(deck, rec, detail)
         try:
-            if _enter_again_if_still_typed(io, adapter, head):
+            if enter_again_if_still_typed(io, adapter, head):
                 _event(deck, rec, {"enter_again": "the prompt still sat in the input box"})
         except Exception:  # the pane is gone: its exit is recorded by the sampler
             pass
@@ -188,9 +188,14 @@ def _event(deck: Any, rec: Any, detail: dict[str, Any]) -> None:
         pass
 
 
+def first_words(text: str) -> str:
+    """What :func:`enter_again_if_still_typed` looks for: the first words of the text's first line."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")[:40]
+
+
 def _type(deck: Any, rec: Any) -> tuple[Any, Any, str]:
     """Type the prompt into the pane (a paste, as ``send`` types), wait until the CLI shows it,
-    then Enter.  Returns what :func:`_enter_again_if_still_typed` needs."""
+    then Enter.  Returns what :func:`enter_again_if_still_typed` needs."""
     from agentdeck.agents import get_adapter  # see deliver()
 
     pane = deck.tmux.pane_id(rec.session)
@@ -198,7 +203,7 @@ def _type(deck: Any, rec: Any) -> tuple[Any, Any, str]:
         raise RuntimeError(f"the tmux session {rec.session} is gone")
     adapter = get_adapter(rec.definition, deck.config)
     io = deck.tmux.pane_io(pane)
-    head = next((line.strip() for line in rec.prompt.splitlines() if line.strip()), "")[:40]
+    head = first_words(rec.prompt)
     io.send_text(rec.prompt, enter=False)
     deadline = time.monotonic() + PASTE_SHOWN_S
     while head and time.monotonic() < deadline and not _still_typed(io.capture(), head):
@@ -209,7 +214,7 @@ def _type(deck: Any, rec: Any) -> tuple[Any, Any, str]:
     return io, adapter, head
 
 
-def _enter_again_if_still_typed(io: Any, adapter: Any, head: str, check_s: float = SUBMIT_CHECK_S) -> bool:
+def enter_again_if_still_typed(io: Any, adapter: Any, head: str, check_s: float = SUBMIT_CHECK_S) -> bool:
     """When the prompt still sits in the input box a moment after its Enter (a CLI finishing its
     start-up can take the Enter before the paste), press Enter once more.  True if it did."""
     deadline = time.monotonic() + check_s

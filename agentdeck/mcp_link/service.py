@@ -46,6 +46,7 @@ from agentdeck import paths
 from agentdeck.fsutil import FileLock, LockTimeout
 from agentdeck.mcp_link import TOKEN_ENV, first_prompt
 from agentdeck.mcp_link.auth import new_token
+from agentdeck.procutil import pid_alive
 
 RECORD_KEY = "mcp_server"
 LOCK_NAME = "mcp.lock"
@@ -172,22 +173,6 @@ def bind_listener(port: int | None) -> socket.socket:
 # ----------------------------------------------------------------------------- starting
 
 
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
-    except OSError:
-        return True
-
-
 def server_listening(state_dir: Path, store: Any) -> bool:
     """True when the server runs and has bound its recorded port (connections are accepted)."""
     return read_record(store).get("state") == "running" and server_alive(state_dir)
@@ -211,10 +196,10 @@ def ensure_server(repo: Any, store: Any, tmux_socket: str) -> int:
         state = record.get("state")
         if port and state in ("running", "starting") and server_alive(state_dir):
             return port
-        if (port and state == "starting" and _pid_alive(record.get("pid"))
+        if (port and state == "starting" and pid_alive(record.get("pid"))
                 and time.time() - float(record.get("spawned_at") or 0) < STARTING_GRACE_S):
             return port  # spawned a moment ago, still importing (it takes its lock first thing)
-        if state == "stopping" and _pid_alive(record.get("pid")):
+        if state == "stopping" and pid_alive(record.get("pid")):
             _wait_gone(record.get("pid"), 5.0)  # it is exiting; its port frees with it
         if not port or not port_free(port):
             port = free_port()
@@ -225,7 +210,7 @@ def ensure_server(repo: Any, store: Any, tmux_socket: str) -> int:
 
 def _wait_gone(pid: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -329,6 +314,21 @@ def settle_before_typing(deck: Any, rec: Any, timeout: float = SEND_WAIT_S) -> N
                 time.sleep(wait)
             return
         time.sleep(0.1)
+
+
+#: For this long after a launch, ``send`` checks that its Enter was taken (:func:`just_launched`).
+JUST_LAUNCHED_S = 60.0
+
+
+def just_launched(rec: Any, now: float | None = None) -> bool:
+    """An agent wired to the server launched less than :data:`JUST_LAUNCHED_S` ago: a CLI still
+    finishing its start-up can take a paste and drop the Enter after it (Claude Code, after
+    ``restart``, on a loaded machine), so ``send`` presses Enter again if the text still sits in
+    the input box (:func:`agentdeck.mcp_link.first_prompt.enter_again_if_still_typed`)."""
+    mcp = rec.extra.get("mcp")
+    if not isinstance(mcp, dict):
+        return False
+    return (time.time() if now is None else now) - float(mcp.get("issued_at") or 0.0) < JUST_LAUNCHED_S
 
 
 #: How long an agent's pane waits for a cold server before starting the agent anyway.

@@ -392,7 +392,7 @@ class MemoryIndex:
         ).fetchall()
         return [_row_dict(r) for r in rows]
 
-    def index_rows(self) -> list[tuple[str, str, str, str, str, str, str]]:
+    def index_rows(self) -> list[tuple[str, str, str, str, str, str, str, str]]:
         """``(id, path, title, kind, tags json, author, updated, status)`` of every note, newest first.
 
         A plain tuple query: INDEX.md is regenerated on every write and must stay cheap.

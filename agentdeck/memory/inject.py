@@ -31,8 +31,6 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from agentdeck.mcp_link import SERVER_NAME as SERVER_NAME  # re-exported: the name the adapters give the server
-from agentdeck.mcp_link import TOKEN_ENV as TOKEN_ENV  # re-exported: the variable that holds the bearer token
 from agentdeck.memory.store import (
     ENV_MEMORY_BRIEF,
     ENV_MEMORY_DIR,
@@ -42,6 +40,7 @@ from agentdeck.memory.store import (
     memory_dir_for,
     note_slug,
 )
+from agentdeck.paths import ENV_MCP_TOKEN
 
 MAX_CORE_CHARS = 4000
 PROMPT_NAME = "memory_brief.md"
@@ -197,7 +196,7 @@ def memory_env(where: Any = None, agent_name: str | None = None, *, with_brief: 
     if with_brief:
         env[ENV_MEMORY_BRIEF] = str(brief_file(loc, agent_name))
     if http_url(where) and getattr(where, "mcp_token", ""):
-        env[TOKEN_ENV] = where.mcp_token
+        env[ENV_MCP_TOKEN] = where.mcp_token
     return env
 
 

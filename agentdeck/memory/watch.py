@@ -17,8 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentdeck.memory.store import MemoryStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from watchdog.observers.api import BaseObserver
 
 
 def _relevant(path: str) -> bool:
@@ -41,7 +45,7 @@ class MemoryWatcher:
         self._paths: set[str] = set()
         self._paths_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._observer = None
+        self._observer: BaseObserver | None = None  # watchdog's, started by start()
         self._thread: threading.Thread | None = None
         self.errors: list[BaseException] = []
 

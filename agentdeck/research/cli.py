@@ -12,9 +12,12 @@ import argparse
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentdeck.errors import Refused
+
+if TYPE_CHECKING:  # rich is loaded only when a run draws live
+    from rich.live import Live
 
 
 def register(subparsers: Any) -> None:
@@ -106,6 +109,12 @@ def _fmt(value: Any, digits: int = 6) -> str:
     return "-" if value is None else str(value)
 
 
+def _of_limit(status: dict[str, Any]) -> str:
+    """``/N`` after the proposal count when the run has a trial limit, else nothing."""
+    limit = status["trials_limit"]
+    return "" if limit is None else f"/{limit}"
+
+
 def cmd_run(args: Any) -> int:
     from agentdeck.research.gpus import parse_gpus_arg
 
@@ -147,7 +156,7 @@ class _Display:
         self.research = research
         self.tag = tag
         self.live_enabled = live
-        self.live = None
+        self.live: Live | None = None
         self.last = 0.0
 
     def begin(self) -> None:
@@ -204,7 +213,7 @@ class _Display:
         table = Table(
             title=f"research {self.tag} · {status['state']} · best {_fmt(best.get('metric'))} "
                   f"(#{best.get('id')}) · baseline {_fmt(base)} ± {_fmt(status['baseline']['noise'])} · "
-                  f"{status['proposals']}{'/' + str(status['trials_limit']) if status['trials_limit'] is not None else ''}"
+                  f"{status['proposals']}{_of_limit(status)}"
                   f" proposals · {status['duplicates']} dup",
             title_justify="left",
         )
@@ -248,7 +257,7 @@ def cmd_status(args: Any) -> int:
               f"{_fmt(obest.get('metric'))} (trial {obest.get('id')})" + (" [suspect]" if obest.get("suspect") else ""))
     if (status.get("best") or {}).get("suspect"):
         print("the best is suspect: promote it only with --accept-suspect, after checking its log and diff")
-    print(f"proposals: {status['proposals']}" + (f"/{status['trials_limit']}" if status["trials_limit"] is not None else "")
+    print(f"proposals: {status['proposals']}{_of_limit(status)}"
           + f", duplicates skipped: {status['duplicates']}, proposer failures: {status['proposal_failures']}")
     if status["message"]:
         print(f"note: {status['message']}")
@@ -262,7 +271,7 @@ def cmd_status(args: Any) -> int:
         print(f"{'#':>4}  {'kind':<8} {'status':<8} {status['metric']:>12} {'gpu':>4} {'s':>7}  description")
         for t in status["trials"]:
             shown = t["status"] + ("?" if t.get("suspect") and t["status"] != "suspect" else "")
-            print(f"{t['id']:>4}  {t['kind']:<8} {shown:<8} {_fmt(t['metric']):>12} {str(t['gpu'] or '-'):>4} "
+            print(f"{t['id']:>4}  {t['kind']:<8} {shown:<8} {_fmt(t['metric']):>12} {t['gpu'] or '-'!s:>4} "
                   f"{_fmt(t['seconds'], 1):>7}  {t['description'][:70]}"
                   + (f"  [{t['reason'][:60]}]" if t["status"] in ("crash", "discard", "suspect") and t["reason"]
                      else ""))

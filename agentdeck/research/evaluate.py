@@ -84,6 +84,8 @@ def export_tree(root: Path, commit: str, workdir: str, dest: Path) -> Path:
     """Write the regular files of *workdir* at *commit* under *dest* (their repository paths kept);
     returns the folder the evaluation starts in.  A symlink or a submodule in the tree is an
     :class:`EvalSetupError`: the evaluation never follows a path the proposal chose."""
+    from git.objects import Blob, Submodule, Tree
+
     from agentdeck import git
 
     repo = git.repo(root)
@@ -91,7 +93,8 @@ def export_tree(root: Path, commit: str, workdir: str, dest: Path) -> Path:
         tree = repo.commit(commit).tree
         if workdir not in ("", "."):
             tree = tree / workdir
-        items = list(tree.traverse())
+        # Without ``as_edge`` traverse yields objects only (its annotation also allows edge tuples).
+        items = [i for i in tree.traverse() if isinstance(i, (Blob, Tree, Submodule))]
     except (KeyError, ValueError) as exc:
         raise EvalSetupError(f"cannot read {workdir!r} at {commit[:10]}: {exc}") from None
     dest.mkdir(parents=True, exist_ok=True)
@@ -100,10 +103,10 @@ def export_tree(root: Path, commit: str, workdir: str, dest: Path) -> Path:
         if rel.is_absolute() or ".." in rel.parts:  # pragma: no cover - git never stores these
             raise EvalSetupError(f"unsafe path in the trial's tree: {item.path}")
         target = dest.joinpath(*rel.parts)
-        if item.type == "tree":
+        if isinstance(item, Tree):
             target.mkdir(parents=True, exist_ok=True)
             continue
-        if item.type != "blob" or item.mode not in (0o100644, 0o100755):
+        if not isinstance(item, Blob) or item.mode not in (0o100644, 0o100755):
             kind = "a symbolic link" if item.mode == 0o120000 else "not a regular file"
             raise EvalSetupError(f"{item.path} is {kind} in the trial's commit; the evaluation runs regular files only")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agentdeck import git, paths
 from agentdeck.config import ResearchSettings, load_config
@@ -30,7 +31,7 @@ from agentdeck.research.loop import LoopLock, ResearchLoop
 from agentdeck.research.notes import Notes
 from agentdeck.research.promote import promote
 from agentdeck.research.proposers import get_proposer
-from agentdeck.research.proposers.base import Proposer, ProposerContext
+from agentdeck.research.proposers.base import Proposal, ProposalRequest, Proposer, ProposerContext
 from agentdeck.research.reading import status_json, trial_json
 from agentdeck.research.runner import RunnerFactory
 from agentdeck.research.starting import settings_from_dict, start_run
@@ -282,12 +283,11 @@ class Research:
         return promote(self, trial_id, tag, accept_suspect)
 
 
-class _NoProposer:
+class _NoProposer(Proposer):
     name = "none"
 
-    def check(self) -> None: ...
+    def __init__(self) -> None:  # no context: it is never asked
+        pass
 
-    def propose(self, request):  # pragma: no cover - never asked
+    def propose(self, request: ProposalRequest) -> Proposal:  # pragma: no cover - never asked
         raise RuntimeError("no proposer")
-
-    def close(self) -> None: ...

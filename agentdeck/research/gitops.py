@@ -21,6 +21,7 @@ import posixpath
 import shutil
 import stat
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from agentdeck import git
@@ -136,7 +137,7 @@ def tree_files(root: Path, commit: str, workdir: str) -> dict[str, str]:
     return files
 
 
-def match(workdir: str, patterns: list[str], repo_paths: list[str] | set[str]) -> list[str]:
+def match(workdir: str, patterns: list[str], repo_paths: Iterable[str]) -> list[str]:
     """Repository paths among *repo_paths* that match *patterns* (relative to *workdir*)."""
     full = [join(workdir, p) for p in patterns]
     return sorted(p for p in repo_paths if any(p == f or fnmatch.fnmatchcase(p, f) for f in full))

@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from agentdeck.errors import UsageError
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from agentdeck import sandbox
 from agentdeck.sandbox import profiles
@@ -126,3 +127,21 @@ def eval_profile(research: Any, *, cwd: Path, tree: Path, artifact_dir: Path, en
                  gpus: bool) -> sandbox.Profile:
     return profiles.research_eval(cwd=cwd, tree=tree, artifact_dir=artifact_dir, hidden=hidden_paths(research),
                                   env=env, gpus=gpus)
+
+
+def doctor_checks(config: Any = None) -> list[dict[str, Any]]:
+    """`agentdeck doctor`'s finding on research jobs (doctor's ``{"name", "level", "detail", "fix"}``):
+    does ``[research] sandbox`` put them in bubblewrap here, and where their metric comes from."""
+    research = getattr(config, "research", None)
+    if research is None:
+        return []
+    resolved = resolve_sandbox(research.sandbox, research.executor)
+    if resolved.error:
+        return [{"name": "research sandbox", "level": "error", "detail": resolved.error,
+                 "fix": "make bubblewrap work here, or set [research] sandbox = \"auto\""}]
+    level = "ok" if resolved.sandboxed or research.sandbox == "none" else "warn"
+    what = "jobs and evaluations run in bubblewrap" if resolved.sandboxed else resolved.detail
+    source = ("metric from the protected evaluation" if (research.eval_command or "").strip()
+              else "metric self-reported by the job (no [research] eval_command)")
+    return [{"name": "research sandbox", "level": level, "detail": f"{what}; {source}",
+             "fix": "" if level == "ok" else "install bubblewrap to sandbox research jobs"}]

@@ -34,8 +34,9 @@ import math
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from agentdeck.store import connect, transaction
 
@@ -199,7 +200,7 @@ class Ledger:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self.conn  # create and migrate now, in the caller's thread
+        _ = self.conn  # create and migrate now, in the caller's thread
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -454,6 +455,7 @@ class Ledger:
             c.execute("UPDATE agent_requests SET state = 'superseded' WHERE agent = ? AND state = 'open'", (agent,))
             cur = c.execute("INSERT INTO agent_requests (tag, agent, requested_at) VALUES (?, ?, ?)",
                             (tag, agent, time.time()))
+            assert cur.lastrowid is not None  # set by every INSERT
             return int(cur.lastrowid)
 
     def submit_agent_request(self, agent: str, description: str) -> dict[str, Any] | None:

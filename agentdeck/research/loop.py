@@ -9,7 +9,8 @@ discard / confirm / suspect / re-apply, the file rules, the crash rule).
 (baselines and decisions), :mod:`.loop_moves` (changes moved onto a newer
 best), :mod:`.loop_proposals` (proposal workers), :mod:`.loop_record` (restart,
 the ledger's chain, results.tsv, notes, the crash rule) and :mod:`.loop_files`
-(the facts the file rules judge).  Its public API: ``run()`` and
+(the facts the file rules judge); :mod:`.loop_state` declares the state they share
+(with its types) and holds the helpers they all use.  Its public API: ``run()`` and
 ``record_stopped()`` (a dead loop's run recorded stopped):
 
 * **hardware classes** — each lane has a class (its GPU model, or ``cpu``; see
@@ -70,22 +71,22 @@ import queue
 import threading
 import time
 import traceback
-import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agentdeck.errors import Refused
 from agentdeck.research import gitops, isolation, policy
 from agentdeck.research.executors.base import Executor
 from agentdeck.research.gpus import SlotPool
-from agentdeck.research.hardware import class_branch
-from agentdeck.research.ledger import CLASS_FIELDS, Ledger
+from agentdeck.research.ledger import Ledger
 from agentdeck.research.loop_files import FileFacts
-from agentdeck.research.loop_jobs import ActiveJob, JobRunner
+from agentdeck.research.loop_jobs import JobRunner
 from agentdeck.research.loop_judging import Judging
 from agentdeck.research.loop_moves import ChangeMover
 from agentdeck.research.loop_proposals import ProposalWorkers
 from agentdeck.research.loop_record import Recording
+from agentdeck.research.loop_state import ActiveJob
 from agentdeck.research.model import Gate
 from agentdeck.research.policy import fmt
 from agentdeck.research.proposers.base import Proposer
@@ -105,7 +106,7 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
     def __init__(self, research: Any, tag: str, proposer: Proposer | None = None,
                  executor: Executor | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
-                 on_tick: Callable[["ResearchLoop"], None] | None = None):
+                 on_tick: Callable[[ResearchLoop], None] | None = None):
         self.research = research
         self.tag = tag
         self.ledger: Ledger = research.ledger
@@ -170,8 +171,8 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
         self.next_proposal_at = 0.0
         self.seed_counter = 0
         self.stopping = threading.Event()
-        self.calls: "queue.Queue[Callable[[], None]]" = queue.Queue()
-        self.cleanup: "queue.Queue[Path | None]" = queue.Queue()
+        self.calls: queue.Queue[Callable[[], None]] = queue.Queue()
+        self.cleanup: queue.Queue[Path | None] = queue.Queue()
         self._cleaner: threading.Thread | None = None
         self.failed_message = ""
         self.stop_message = ""
@@ -181,59 +182,6 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
         self.started_at = time.time()
 
     # ================================================================== helpers
-    def event(self, kind: str, data: dict[str, Any]) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(kind, data)
-            except Exception:  # noqa: BLE001 - a display must never break the loop
-                log.debug("on_event failed", exc_info=True)
-
-    def run_row(self) -> dict[str, Any]:
-        row = self.ledger.run(self.tag)
-        assert row is not None
-        return row
-
-    def set_state(self, state: str, message: str | None = None) -> None:
-        if state != self._state or message is not None:
-            fields: dict[str, Any] = {"state": state}
-            if message is not None:
-                fields["message"] = message
-            self.ledger.update_run(self.tag, **fields)
-            self._state = state
-            self.event("state", {"state": state, "message": message or ""})
-
-    def cls_of(self, trial: dict[str, Any]) -> str:
-        """The hardware class *trial* is judged in ("" in a run from before classes: the primary)."""
-        cls = trial.get("hardware") or self.primary
-        self.trial_class.setdefault(trial["id"], cls)
-        return cls
-
-    def cls_state(self, cls: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A class's baseline, noise and best (the primary's live in the runs row)."""
-        if cls == self.primary:
-            run = run or self.run_row()
-            return {k: run[k] for k in CLASS_FIELDS}
-        return self.ledger.class_rows(self.tag).get(cls) or dict.fromkeys(CLASS_FIELDS) | {"baseline_runs": 0}
-
-    def cls_best_commit(self, cls: str) -> str:
-        return self.cls_state(cls)["best_commit"] or self.base_commit
-
-    def cls_branch(self, cls: str) -> str:
-        return class_branch(self.branch, cls, self.primary)
-
-    def editable_paths(self, blobs: dict[str, str]) -> list[str]:
-        return gitops.match(self.workdir, self.settings.editable, blobs.keys())
-
-    def workdir_in(self, worktree: Path) -> Path:
-        return worktree / self.workdir if self.workdir not in ("", ".") else worktree
-
-    def new_worktree(self, commit: str, name: str | None = None) -> Path:
-        path = self.wt_dir / (name or f"p-{uuid.uuid4().hex[:10]}")
-        if path.exists():
-            gitops.remove_worktree(self.root, path)
-        gitops.add_worktree(self.root, path, commit)
-        return path
-
     def _cleanup_worker(self) -> None:
         while True:
             path = self.cleanup.get()
@@ -244,12 +192,8 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
                     isolation.remove_dir(path)
                 else:
                     gitops.remove_worktree(self.root, path)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.warning("could not remove trial worktree %s", path, exc_info=True)
-
-    def call_soon(self, fn: Callable[[], None]) -> None:
-        self.calls.put(fn)
-        self.wake.set()
 
     # ================================================================== main
     def run(self) -> dict[str, Any]:
@@ -290,7 +234,7 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
                 self._cleaner.join(timeout=60)
             try:
                 self.proposer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             self.executor.close()
             self._loop_lock.release()
@@ -345,7 +289,7 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
             if self.on_tick is not None:
                 try:
                     self.on_tick(self)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.debug("on_tick failed", exc_info=True)
             self.wake.wait(TICK_S)
             self.wake.clear()
@@ -376,7 +320,11 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
             mine = [tid for tid in self.ready if self.trial_class.get(tid, self.primary) == cls]
             if not mine:
                 return None
-            trials = {tid: self.ledger.trial(self.tag, tid) for tid in mine}
+            trials: dict[int, dict[str, Any]] = {}
+            for tid in mine:
+                row = self.ledger.trial(self.tag, tid)
+                assert row is not None, f"queued trial {tid} is not in the ledger"
+                trials[tid] = row
             best = self.cls_best_commit(cls)
             order = sorted(mine, key=lambda tid: policy.dispatch_key(trials[tid]["kind"], trials[tid]["parent"],
                                                                      best, tid))
@@ -445,7 +393,7 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
                     self._cancel(job)
                 try:
                     state_ = self.executor.poll(job.handle)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     continue
                 if state_.finished:
                     del self.jobs[job.trial_id]

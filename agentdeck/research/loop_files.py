@@ -2,7 +2,7 @@
 files a commit changed, their git modes, and what is on disk.
 
 A part of :class:`agentdeck.research.loop.ResearchLoop` (a mixin: the state it uses is the loop's,
-set up in ``ResearchLoop.__init__``).
+set up in ``ResearchLoop.__init__`` and declared, with its types, in :class:`.loop_state.LoopState`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from agentdeck.research import gitops, policy
+from agentdeck.research.loop_state import LoopState
 
 log = logging.getLogger("agentdeck.research")
 
 
-class FileFacts:
+class FileFacts(LoopState):
     def _tree_problems(self, commit: str, modes: dict[str, str] | None = None) -> list[str]:
         """The committed tree's editable paths that are not regular files (policy.tree_problems)."""
         modes = modes if modes is not None else gitops.tree_modes(self.root, commit, self.workdir)
@@ -46,7 +47,7 @@ class FileFacts:
     def _change_problems(self, parent: str, commit: str) -> list[str]:
         """The files *commit* changed that a proposal may not change (:func:`policy.change_problems`)."""
         changed = gitops.changed_files(self.root, parent, commit)
-        editable = self.editable_paths({p: "" for p in changed})
+        editable = self.editable_paths(dict.fromkeys(changed, ""))
         return policy.change_problems([self._rel(p) for p in changed], [self._rel(p) for p in editable],
                                       [self._rel(p) for p in self.protected])
 

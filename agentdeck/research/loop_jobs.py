@@ -2,7 +2,7 @@
 its protected evaluation; a job's verdict is :func:`policy.run_verdict` / :func:`policy.metric_verdict`.
 
 A part of :class:`agentdeck.research.loop.ResearchLoop` (a mixin: the state it uses is the loop's,
-set up in ``ResearchLoop.__init__``).
+set up in ``ResearchLoop.__init__`` and declared, with its types, in :class:`.loop_state.LoopState`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import math
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentdeck.research import evaluate, gitops, isolation, policy
-from agentdeck.research.executors.base import JobHandle, JobSpec, JobState
+from agentdeck.research.executors.base import JobSpec, JobState
 from agentdeck.research.gpus import slot_env
+from agentdeck.research.loop_state import ActiveJob, LoopState
 from agentdeck.research.metric import read_metric
 from agentdeck.research.model import JobOutcome
 
@@ -27,19 +27,7 @@ log = logging.getLogger("agentdeck.research")
 CANCEL_RETRY_S = 5.0  # a cancel the executor refused is tried again after this long
 
 
-@dataclass
-class ActiveJob:
-    trial_id: int
-    handle: JobHandle
-    slot: str
-    worktree: Path
-    submitted: float
-    running_since: float | None = None
-    cancel_reason: str = ""
-    cancel_retry_at: float = 0.0  # when a cancel that failed is tried again (0: none pending)
-
-
-class JobRunner:
+class JobRunner(LoopState):
     def job_name(self, trial_id: int) -> str:
         return f"agentdeck-{self.research.repo.repo_id}-{self.tag}-{trial_id}"
 
@@ -80,7 +68,7 @@ class JobRunner:
                 name=self.job_name(trial["id"]), clean_env=self.executor.runs_here, sandbox=profile,
                 artifact_dir=artifact_dir,
             )
-        except Exception as exc:  # noqa: BLE001 - a profile that cannot be built is the trial's crash
+        except Exception as exc:  # a profile that cannot be built is the trial's crash
             self.pool.release(slot)
             self._finalize(trial["id"], "crash", f"could not start the job: {exc}"[:300])
             self.cleanup.put(wt)
@@ -88,7 +76,7 @@ class JobRunner:
             return
         try:
             handle = self.executor.submit(spec)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.pool.release(slot)
             self._finalize(trial["id"], "crash", f"could not start the job: {exc}"[:300])
             self.cleanup.put(wt)
@@ -106,11 +94,11 @@ class JobRunner:
 
     def _poll_jobs(self, refill: bool = True) -> None:
         self._retry_held()
-        finished: list[tuple[ActiveJob, JobState]] = []
+        finished: list[tuple[ActiveJob, JobState, float]] = []
         for job in list(self.jobs.values()):
             try:
                 state = self.executor.poll(job.handle)
-            except Exception as exc:  # noqa: BLE001 - an executor hiccup is not a verdict
+            except Exception as exc:  # an executor hiccup is not a verdict
                 log.warning("poll of trial %s failed: %s", job.trial_id, exc)
                 continue
             now = time.time()
@@ -142,7 +130,7 @@ class JobRunner:
         not raised: the job stays polled and the cancel is tried again every CANCEL_RETRY_S."""
         try:
             self.executor.cancel(job.handle)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("cancel of trial %s failed (retried in %gs): %s", job.trial_id, CANCEL_RETRY_S, exc)
             job.cancel_retry_at = time.time() + CANCEL_RETRY_S
         else:
@@ -156,7 +144,7 @@ class JobRunner:
         """Lease the slot again, once nothing of the job holds its device (see Executor.settle)."""
         try:
             why = self.executor.settle(job.handle)
-        except Exception as exc:  # noqa: BLE001 - a broken nvidia-smi must not hold the lane forever
+        except Exception as exc:  # a broken nvidia-smi must not hold the lane forever
             log.warning("settle of trial %s failed: %s", job.trial_id, exc)
             why = ""
         if why:
@@ -225,7 +213,7 @@ class JobRunner:
     def _finish_job(self, job: ActiveJob) -> None:
         try:
             self.executor.finish(job.handle)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.debug("executor.finish failed", exc_info=True)
 
     def _start_eval(self, job: ActiveJob) -> None:
@@ -247,14 +235,15 @@ class JobRunner:
                     self.research, self.settings, trial=trial, workdir=self.workdir, artifact_dir=artifact_dir,
                     eval_root=self.trial_root / "eval", log_path=self.logs_dir / f"{job.trial_id}.eval.log",
                     fixed_env=fixed, sandboxed=sandboxed, timeout_s=self.timeout_s, stop=stop)
-            except Exception as exc:  # noqa: BLE001 - recorded as the trial's crash
+            except Exception as exc:  # recorded as the trial's crash
                 log.error("evaluation of trial %s failed:\n%s", job.trial_id, traceback.format_exc())
-                result = evaluate.EvalResult(None, "", 0.0, f"the evaluation could not run: {type(exc).__name__}: {exc}")
+                why = f"the evaluation could not run: {type(exc).__name__}: {exc}"
+                result = evaluate.EvalResult(None, "", 0.0, why)
             self.call_soon(lambda: self._eval_done(job, result))
 
         threading.Thread(target=work, name=f"eval-{job.trial_id}", daemon=True).start()
 
-    def _eval_done(self, job: ActiveJob, result: "evaluate.EvalResult") -> None:
+    def _eval_done(self, job: ActiveJob, result: evaluate.EvalResult) -> None:
         self.evals.pop(job.trial_id, None)
         trial = self.ledger.trial(self.tag, job.trial_id)
         try:

@@ -2,7 +2,7 @@
 decided by :func:`policy.decide` and carried out (keep, discard, confirm, suspect, re-apply).
 
 A part of :class:`agentdeck.research.loop.ResearchLoop` (a mixin: the state it uses is the loop's,
-set up in ``ResearchLoop.__init__``).
+set up in ``ResearchLoop.__init__`` and declared, with its types, in :class:`.loop_state.LoopState`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import logging
 from typing import Any
 
 from agentdeck.research import gitops, policy
+from agentdeck.research.loop_state import LoopState
 from agentdeck.research.model import Judgement, Rerun
 from agentdeck.research.policy import fmt
 
 log = logging.getLogger("agentdeck.research")
 
 
-class Judging:
+class Judging(LoopState):
     def _ensure_baseline(self) -> None:
         """Queue the baseline runs of every class that has lanes and no baseline yet (a lane of a
         new class, added when a run is continued with other GPUs, measures its own first)."""
@@ -126,6 +127,7 @@ class Judging:
         if decision.action == "reapply":
             for r in judging_reruns:
                 self._finalize(r["id"], "discard", decision.rerun_reason)
+            assert decision.value is not None  # policy.decide: a re-apply rests on the measured value
             self._start_reapply(trial, decision.value)
             return
         if decision.action in ("confirm", "suspect"):

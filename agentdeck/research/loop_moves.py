@@ -3,17 +3,19 @@ a winner measured on an older best is re-applied (the proposer's ``redo``, else 
 unless its files come out as what it ran, run again.
 
 A part of :class:`agentdeck.research.loop.ResearchLoop` (a mixin: the state it uses is the loop's,
-set up in ``ResearchLoop.__init__``).
+set up in ``ResearchLoop.__init__`` and declared, with its types, in :class:`.loop_state.LoopState`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agentdeck.research import gitops, policy
+from agentdeck.research.loop_state import LoopState
 from agentdeck.research.policy import fmt
 from agentdeck.research.proposers.base import Proposal, ProposalFailed
 
@@ -24,7 +26,7 @@ class _NoLongerApplies(Exception):
     """The proposer says a change cannot be made again on the new best (one line: why)."""
 
 
-class ChangeMover:
+class ChangeMover(LoopState):
     def _rebase_stale_async(self, cls: str) -> None:
         """After a keep: move the queued proposals of class *cls* made on its old best onto the new
         one, in the background (git work stays off the path from a freed slot to its next job)."""
@@ -47,7 +49,7 @@ class ChangeMover:
             result = None
             try:
                 result = self._rebase_queued(trial, finalize=deferred_finalize)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.warning("background rebase of trial %s failed", trial["id"], exc_info=True)
                 deferred_finalize(trial["id"], "discard", "could not move the change onto the new best")
 
@@ -76,7 +78,7 @@ class ChangeMover:
             new, redone = self._move_change(trial, wt, best, cls, "research {tag} #{id}: {description}")
         except _NoLongerApplies as exc:
             new, redone, why = None, None, str(exc)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             new, redone = None, None
             log.warning("rebase of trial %s failed: %s", trial["id"], exc)
         if new is None:
@@ -195,7 +197,7 @@ class ChangeMover:
             except _NoLongerApplies as exc:
                 outcome = ("discard", f"{fmt(value)} improved on its parent, but on the new best "
                                       f"(trial {best_id}) the change no longer applies ({exc})"[:500])
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 outcome = ("discard", f"re-applying on the new best failed: {exc}"[:300])
 
             def finish() -> None:

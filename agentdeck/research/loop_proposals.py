@@ -2,11 +2,12 @@
 worktrees, skip duplicates and reject changes to protected or non-editable files before any job.
 
 A part of :class:`agentdeck.research.loop.ResearchLoop` (a mixin: the state it uses is the loop's,
-set up in ``ResearchLoop.__init__``).
+set up in ``ResearchLoop.__init__`` and declared, with its types, in :class:`.loop_state.LoopState`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agentdeck.research import gitops, policy
+from agentdeck.research.loop_state import LoopState
 from agentdeck.research.proposers.base import Proposal, ProposalFailed, ProposalRequest
 
 log = logging.getLogger("agentdeck.research")
@@ -25,7 +27,7 @@ BACKOFF_BASE_S = 1.0  # after n failures in a row, wait min(BACKOFF_MAX_S, BACKO
 BACKOFF_MAX_S = 30.0
 
 
-class ProposalWorkers:
+class ProposalWorkers(LoopState):
     def _feed(self) -> None:
         if time.time() < self.next_proposal_at:  # backing off after proposer failures
             return
@@ -58,8 +60,8 @@ class ProposalWorkers:
         for cls, n in self.preparing_for.items():
             if cls in wanted:
                 wanted[cls] -= n
-        cls, deficit = max(wanted.items(), key=lambda kv: kv[1], default=(None, 0))
-        return cls if deficit > 0 else None
+        neediest: tuple[str | None, int] = max(wanted.items(), key=lambda kv: kv[1], default=(None, 0))
+        return neediest[0] if neediest[1] > 0 else None
 
     def _history(self) -> list[dict[str, Any]]:
         keep = ("id", "kind", "status", "reason", "metric", "description", "meta", "parent", "commit", "gpu",
@@ -71,7 +73,7 @@ class ProposalWorkers:
         cls = cls or self.primary
         try:
             self._prepare_inner(worker, cls)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.error("proposal worker failed:\n%s", traceback.format_exc())
             why = f"{type(exc).__name__}: {exc}"
             self.call_soon(lambda: self._proposal_failed(why))
@@ -90,7 +92,8 @@ class ProposalWorkers:
             BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (self.consecutive_failures - 1))
         if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
             self.stop_message = (f"the {self.proposer_name} proposer failed {self.consecutive_failures} times in a "
-                                 f"row (last: {why}); fix it and continue with `agentdeck research run --tag {self.tag}`")
+                                 f"row (last: {why}); fix it and continue with "
+                                 f"`agentdeck research run --tag {self.tag}`")
             self.stopping.set()
 
     def _prepare_inner(self, worker: int, cls: str | None = None) -> None:
@@ -109,7 +112,7 @@ class ProposalWorkers:
                 proposal: Proposal = self.proposer.propose(request)
             except ProposalFailed as exc:
                 self.cleanup.put(wt)
-                self.call_soon(lambda why=str(exc): self._proposal_failed(why))
+                self.call_soon(functools.partial(self._proposal_failed, str(exc)))
                 return
             except BaseException:
                 self.cleanup.put(wt)

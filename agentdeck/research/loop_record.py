@@ -2,7 +2,7 @@
 the memory notes, and the crash rule (:func:`policy.crash_streak`, :func:`policy.crash_pause`).
 
 A part of :class:`agentdeck.research.loop.ResearchLoop` (a mixin: the state it uses is the loop's,
-set up in ``ResearchLoop.__init__``).
+set up in ``ResearchLoop.__init__`` and declared, with its types, in :class:`.loop_state.LoopState`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from agentdeck.research import gitops, isolation, policy
-from agentdeck.research.loop_jobs import ActiveJob
+from agentdeck.research.loop_state import ActiveJob, LoopState
 from agentdeck.research.policy import fmt
 from agentdeck.research.results_tsv import tsv_row
 
 log = logging.getLogger("agentdeck.research")
 
 
-class Recording:
+class Recording(LoopState):
     def _recover(self) -> None:
         """Pick up what a previous loop of this run left: running jobs, queued trials, orphans."""
         problem = self._open_chain()
@@ -121,7 +121,7 @@ class Recording:
         the order they were decided."""
         order = {row["trial"]: row["seq"] for row in self.ledger.chain(self.tag) if row["trial"] is not None}
         trials = [t for t in self.ledger.trials(self.tag, states=("final",))
-                  if t["started_at"] is not None or t["kind"] == "proposal" and t["status"] == "crash"]
+                  if t["started_at"] is not None or (t["kind"] == "proposal" and t["status"] == "crash")]
         trials.sort(key=lambda t: (order.get(t["id"], 0), t["id"]))
         return trials
 
@@ -188,7 +188,7 @@ class Recording:
         trial = self.ledger.trial(self.tag, trial_id)
         assert trial is not None
         ran = trial["started_at"] is not None
-        if ran or trial["kind"] == "proposal" and status == "crash":
+        if ran or (trial["kind"] == "proposal" and status == "crash"):
             self._record_tsv(trial)
         if ran or status == "crash":
             self._note(trial)
@@ -217,8 +217,9 @@ class Recording:
         if trial["meta"].get("suspect"):
             lines.append(f"- suspect: {trial['meta']['suspect']}")
         try:
-            diff = gitops.diff(self.root, trial["parent"], trial["commit"]) if trial["parent"] != trial["commit"] else ""
-        except Exception:  # noqa: BLE001
+            changed = trial["parent"] != trial["commit"]
+            diff = gitops.diff(self.root, trial["parent"], trial["commit"]) if changed else ""
+        except Exception:
             diff = ""
         if diff:
             lines += ["", "```diff", diff[:3000] + ("\n..." if len(diff) > 3000 else ""), "```"]

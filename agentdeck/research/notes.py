@@ -47,7 +47,7 @@ class Notes:
         try:
             note = self._store().add(title[:200], body, tags=tags, kind="experiment")
             return getattr(note, "id", None)
-        except Exception as exc:  # noqa: BLE001 - notes must never stop the loop
+        except Exception as exc:  # notes must never stop the loop
             self._fail("add", exc)
             return None
 
@@ -56,7 +56,7 @@ class Notes:
             return []
         try:
             return list(self._store().search(query, limit=limit))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail("search", exc)
             return []
 
@@ -65,5 +65,5 @@ class Notes:
         if store is not None:
             try:
                 store.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass

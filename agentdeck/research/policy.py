@@ -32,7 +32,8 @@ the rules assume either may lie.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from agentdeck.research.metric import beats, improvement, mean, metric_pattern, noise_of
 from agentdeck.research.model import Decision, Gate, JobOutcome, Judgement, PathFacts, Verdict
@@ -133,7 +134,7 @@ def change_problems(changed: Iterable[str], editable: Iterable[str], protected: 
     return []
 
 
-def is_duplicate(content_hash: str, known: "set[str] | frozenset[str]", own: str | None = None) -> bool:
+def is_duplicate(content_hash: str, known: set[str] | frozenset[str], own: str | None = None) -> bool:
     """True when a proposal's editable files (*content_hash*) were proposed or measured before
     (*known*).  A change made again on a newer best whose files come out as its own (*own*: a
     searched point written onto a best with the same code) is not a duplicate of itself."""
@@ -150,7 +151,7 @@ def dispatch_key(kind: str, parent: str, best: str, trial_id: int) -> tuple[int,
     return DISPATCH_PRIORITY.get(kind, 3), parent != best, trial_id
 
 
-def moved_change(content_hash: str, own: str, known: "set[str] | frozenset[str]") -> str:
+def moved_change(content_hash: str, own: str, known: set[str] | frozenset[str]) -> str:
     """A measured winner's change made again on a newer best came out as *content_hash*:
     ``"as_measured"`` (its own files: its measurement stands, it is judged again against that
     best), ``"duplicate"`` (another trial's files) or ``"rerun"`` (new files: run them)."""
@@ -311,8 +312,28 @@ def crash_pause(streak: int, max_crashes: int) -> bool:
 
 
 __all__ = [
-    "fmt", "tree_problems", "disk_problems", "change_problems", "is_duplicate", "dispatch_key",
-    "moved_change", "DISPATCH_PRIORITY", "git_dir_changes", "reach_problems", "metric_values",
-    "job_verdict", "run_verdict", "metric_verdict", "metric_of", "baseline_of", "passes_floor", "jump_limit", "suspicion", "agree", "decide",
-    "crash_streak", "crash_pause", "SUSPECT_RERUNS",
+    "DISPATCH_PRIORITY",
+    "SUSPECT_RERUNS",
+    "agree",
+    "baseline_of",
+    "change_problems",
+    "crash_pause",
+    "crash_streak",
+    "decide",
+    "disk_problems",
+    "dispatch_key",
+    "fmt",
+    "git_dir_changes",
+    "is_duplicate",
+    "job_verdict",
+    "jump_limit",
+    "metric_of",
+    "metric_values",
+    "metric_verdict",
+    "moved_change",
+    "passes_floor",
+    "reach_problems",
+    "run_verdict",
+    "suspicion",
+    "tree_problems",
 ]

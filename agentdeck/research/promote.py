@@ -9,10 +9,10 @@ from agentdeck.errors import Refused
 from agentdeck.research import gitops
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agentdeck.research.facade import Research
+    from agentdeck.research.host import ResearchHost
 
 
-def promote(research: Research, trial_id: int | str | None = None, tag: str | None = None,
+def promote(research: ResearchHost, trial_id: int | str | None = None, tag: str | None = None,
             accept_suspect: bool = False) -> dict[str, Any]:
     """Merge a trial (default: the run's best) into the run's base branch (a plain ``git merge``).
 

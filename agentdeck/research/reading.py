@@ -12,11 +12,11 @@ from agentdeck.research.hardware import class_branch
 from agentdeck.research.isolation import resolve_sandbox
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agentdeck.research.facade import Research
+    from agentdeck.research.host import ResearchHost
 from agentdeck.research.proposers.search_record import latest_importances
 
 
-def status_json(research: Research, tag: str | None = None) -> dict[str, Any]:
+def status_json(research: ResearchHost, tag: str | None = None) -> dict[str, Any]:
     """The contract's ``research status --json`` object (plus ``state`` and counters)."""
     tag = research.resolve_tag(tag)
     run = research.ledger.run(tag)
@@ -52,18 +52,18 @@ def status_json(research: Research, tag: str | None = None) -> dict[str, Any]:
         **trust(research, run),
     }
 
-def trust(research: Research, run: dict[str, Any]) -> dict[str, Any]:
+def trust(research: ResearchHost, run: dict[str, Any]) -> dict[str, Any]:
     """Where the metric comes from and what the jobs run in (``metric_source``, ``sandbox``)."""
     settings = research.settings_from_run(run)
     resolved = resolve_sandbox(settings.sandbox, settings.executor)
     return {"metric_source": "eval" if (settings.eval_command or "").strip() else "self-reported",
             "sandbox": resolved.mode, "sandbox_detail": resolved.error or resolved.detail}
 
-def importances(research: Research, tag: str) -> dict[str, Any] | None:
+def importances(research: ResearchHost, tag: str) -> dict[str, Any] | None:
     """The search proposer's latest parameter importances (from the ledger; Optuna is not imported)."""
     return latest_importances(research.ledger, tag)
 
-def class_bests(research: Research, run: dict[str, Any], suspect: set[int]) -> dict[str, Any]:
+def class_bests(research: ResearchHost, run: dict[str, Any], suspect: set[int]) -> dict[str, Any]:
     """The baseline and best of every hardware class other than the run's primary one."""
     out = {}
     primary = run["settings"].get("primary_class") or "default"

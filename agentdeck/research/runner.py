@@ -12,8 +12,10 @@ proposer but ``agent``.  A factory, not one runner: each proposal worker thread 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+
 
 class AgentRunner(Protocol):
     """A deck as research uses it: agents in their own worktrees and panes."""

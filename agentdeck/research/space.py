@@ -1,8 +1,8 @@
 """The search space of the ``search`` proposer: the editable files' top-level numeric constants.
 
 Standard library only (``research space``, ``research status`` and the deck
-read it without importing Optuna).  The constants are found by ``mutate``'s
-parser (:func:`agentdeck.research.proposers.mutate.find_constants`: top-level
+read it without importing Optuna).  The constants are found by the parser the ``mutate``
+proposer shares (:func:`agentdeck.research.constants.find_constants`: top-level
 ``NAME = <number>`` lines, ``_private`` names and names containing ``SEED``
 skipped), and each gets a range derived from its value at the space's origin:
 
@@ -36,12 +36,12 @@ import dataclasses
 import hashlib
 import math
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from agentdeck.errors import UsageError
-from agentdeck.research.proposers.mutate import Constant, format_number, replace_constant
-from agentdeck.research.proposers.mutate import find_constants
+from agentdeck.research.constants import Constant, find_constants, format_number, replace_constant
 
 SEED = re.compile(r"seed", re.IGNORECASE)
 DECADES = 2.0  # derived ranges span this many decades either way of the origin's value
@@ -67,19 +67,25 @@ class Param:
     source: str = "derived"  # derived | [research.space]
     why: str = ""
 
+    def bounds(self) -> tuple[float | int, float | int]:
+        """``(low, high)``, which every kind but ``choice`` has."""
+        assert self.low is not None and self.high is not None, f"a {self.kind} parameter without bounds"
+        return self.low, self.high
+
     # ------------------------------------------------------------------ Optuna's view
     def distribution(self) -> Any:
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         if self.kind == "choice":
             return CategoricalDistribution(list(self.choices))
+        low, high = self.bounds()
         if self.kind == "pow2":
-            return IntDistribution(int(math.log2(self.low)), int(math.log2(self.high)))
+            return IntDistribution(int(math.log2(low)), int(math.log2(high)))
         if self.kind == "gap":
-            return FloatDistribution(1.0 - float(self.high), 1.0 - float(self.low), log=True)
+            return FloatDistribution(1.0 - float(high), 1.0 - float(low), log=True)
         if self.kind == "int":
-            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return FloatDistribution(float(self.low), float(self.high), log=self.log,
+            return IntDistribution(int(low), int(high), log=self.log, step=int(self.step or 1))
+        return FloatDistribution(float(low), float(high), log=self.log,
                                  step=None if self.step is None else float(self.step))
 
     def from_param(self, p: Any) -> float | int:
@@ -101,16 +107,17 @@ class Param:
                 if math.isclose(float(c), float(value), rel_tol=1e-9, abs_tol=1e-12):
                     return c
             return None
+        low, high = self.bounds()
         if self.kind == "pow2":
             v = int(value)
             if v != value or v <= 0 or v & (v - 1):
                 return None
-            return int(math.log2(v)) if self.low <= v <= self.high else None
+            return int(math.log2(v)) if low <= v <= high else None
         if self.kind == "gap":
             gap = 1.0 - float(value)
-            lo, hi = 1.0 - float(self.high), 1.0 - float(self.low)
+            lo, hi = 1.0 - float(high), 1.0 - float(low)
             return _clamp(gap, lo, hi, True)
-        got = _clamp(float(value), float(self.low), float(self.high), self.log)
+        got = _clamp(float(value), float(low), float(high), self.log)
         if got is None:
             return None
         if self.kind == "int":
@@ -118,7 +125,7 @@ class Param:
                 return None
             return int(round(got))
         if self.step:
-            k = (got - float(self.low)) / float(self.step)
+            k = (got - float(low)) / float(self.step)
             if abs(k - round(k)) > 1e-6:
                 return None
         return got
@@ -238,7 +245,7 @@ def derive(c: Constant) -> tuple[dict[str, Any] | None, str]:
 
 
 def _override_fields(raw: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(raw):
+    if dataclasses.is_dataclass(raw) and not isinstance(raw, type):
         raw = dataclasses.asdict(raw)
     return {k: v for k, v in dict(raw or {}).items() if k in SPACE_KEYS and v not in (None, [])}
 
@@ -261,6 +268,8 @@ def _apply_override(c: Constant, derived: dict[str, Any] | None, over: dict[str,
     if not base and ("low" not in over or "high" not in over):
         raise bad("", f"{c.name} = {c.text} is not searched by default; give both low and high")
     low, high = over.get("low", base.get("low")), over.get("high", base.get("high"))
+    if low is None or high is None:
+        raise bad("", f"{c.name} = {c.text} has no default range; give both low and high")
     if base.get("kind") == "gap" and ("low" in over or "high" in over):
         base["kind"] = "float"
     if c.is_int:
@@ -286,7 +295,8 @@ def _apply_override(c: Constant, derived: dict[str, Any] | None, over: dict[str,
     if log and step is not None:
         raise bad("step", "a step needs a linear scale (set log = false)")
     kind = base.get("kind") or ("int" if c.is_int else "float")
-    if kind == "pow2" and not (step is None and _is_pow2(low) and _is_pow2(high) and over.get("log") is not False):
+    pow2_bounds = isinstance(low, int) and isinstance(high, int) and _is_pow2(low) and _is_pow2(high)
+    if kind == "pow2" and not (step is None and pow2_bounds and over.get("log") is not False):
         kind = "int"
     if kind == "gap" and (step is not None or not log):
         kind = "float"
@@ -412,7 +422,7 @@ def apply_point(sources: Mapping[str, str], space: Space, point: Mapping[str, fl
             edits.setdefault(p.path, []).append((c, new_text, p))
     for path, items in edits.items():
         text = out[path]
-        for c, new_text, p in sorted(items, key=lambda item: -item[0].start):
+        for c, new_text, _param in sorted(items, key=lambda item: -item[0].start):
             text = replace_constant(text, c, new_text)
         out[path] = text
         for c, new_text, p in sorted(items, key=lambda item: item[0].start):
@@ -449,7 +459,7 @@ def git_reader(root: Any, commit: str, workdir: str) -> Callable[[str], str | No
         try:
             # (git.run strips trailing newlines; skeleton() ignores them too)
             return git.run(root, "show", f"{commit}:{gitops.join(workdir, rel)}")
-        except Exception:  # noqa: BLE001 - a missing file is a different skeleton
+        except Exception:  # a missing file is a different skeleton
             return None
 
     return read

@@ -21,7 +21,7 @@ from agentdeck.research.isolation import resolve_sandbox
 from agentdeck.research.proposers import check_name as check_proposer_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agentdeck.research.facade import Research
+    from agentdeck.research.host import ResearchHost
 
 TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
 METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -105,7 +105,7 @@ def check_sandbox(settings: Any, executor: Any) -> None:
 
 
 
-def start_run(research: Research, tag: str | None = None, trials: int | None = None, proposer: str | None = None,
+def start_run(research: ResearchHost, tag: str | None = None, trials: int | None = None, proposer: str | None = None,
               gpus: Any = None, budget_s: float | None = None) -> str:
     """Create the run *tag* (default: from the date), or ready an existing one to continue."""
     if trials is not None and trials < 0:
@@ -153,7 +153,7 @@ def start_run(research: Research, tag: str | None = None, trials: int | None = N
     return tag
 
 
-def continue_run(research: Research, run: dict[str, Any], trials: int | None, proposer: str | None, gpus: Any,
+def continue_run(research: ResearchHost, run: dict[str, Any], trials: int | None, proposer: str | None, gpus: Any,
                  budget_s: float | None) -> str:
     tag = run["tag"]
     if research.loop_alive(tag):

@@ -125,7 +125,8 @@ class Review:
                 raise Refused(f"{name} has nothing to commit")
             message, source, warning = self.suggest_message(name)
         result = _commit.commit_worktree(side.worktree, message, side.ignore, agent=name)  # type: ignore[arg-type]
-        result.message_source, result.warning = source, warning
+        result.message_source = source
+        result.warning = "; ".join(w for w in (warning, result.warning) if w)
         self._record(name, "commit", {"commit": result.commit, "subject": result.subject})
         return result
 

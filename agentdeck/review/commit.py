@@ -7,6 +7,12 @@ hook rejects it, the private index is thrown away: the agent's own index, files
 and branch are exactly as before.  On success the private index becomes the
 worktree's index (under git's own ``index.lock`` protocol).
 
+A ``bwrap`` agent's worktree (:mod:`agentdeck.sandbox.agent_bwrap`) is committed on the
+host: the agent's own commits are brought onto its branch first (``sync_back``) and its own
+repository then follows the host's new commit (``follow_host``), so that its next commit
+continues from it instead of diverging.  Git runs there with hooks off (the worktree's
+config and hook files are the agent's).
+
 Messages without ``-m``: the ``[llm]`` model writes one from the diff when a
 model is configured (anthropic or openai SDK, built by an injectable client
 factory so tests can point it at a local stub server); otherwise — or when the
@@ -71,6 +77,10 @@ def commit_worktree(worktree: Path | str, message: str, ignore: set[str] | froze
     if not message.strip():
         raise Refused("empty commit message; pass one with -m MESSAGE")
     wt = Path(worktree)
+    from agentdeck.sandbox import agent_bwrap
+
+    sandbox = agent_bwrap.for_worktree(wt)  # a bwrap agent's: its own commits onto its branch first
+    diverged = sandbox is not None and agent_bwrap.sync_back(sandbox) == "diverged"
     files = _git.uncommitted(wt, set(ignore or ()))
     if not files:
         raise Refused(f"{label} has nothing to commit")
@@ -98,10 +108,15 @@ def commit_worktree(worktree: Path | str, message: str, ignore: set[str] | froze
     finally:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".lock").unlink(missing_ok=True)
+    warning = ""
+    if sandbox is not None and not agent_bwrap.follow_host(sandbox) and diverged:
+        # The agent's own repository continues from this commit, unless its history had diverged.
+        warning = (f"{label}'s own commits in its sandbox have diverged from its branch; they stay there "
+                   f"(`agentdeck kill {label} --discard` keeps them under a recovery ref)")
     commit = git.head_commit(wt, "HEAD") or ""
     committed = [p for p in git.run(wt, "diff-tree", "--root", "-r", "--no-commit-id", "--name-only", "-z", "HEAD")
                  .split("\0") if p]
-    return CommitResult(commit=commit, message=message, files=committed)
+    return CommitResult(commit=commit, message=message, files=committed, warning=warning)
 
 
 def _install_index(tmp: Path, index: Path, timeout: float = 5.0) -> None:

@@ -48,7 +48,7 @@ from typing import Any
 from agentdeck import git, paths
 from agentdeck.errors import Refused
 from agentdeck.fsutil import atomic_write
-from agentdeck.status import process_gone, process_identity
+from agentdeck.procutil import process_gone, process_identity
 
 JOURNAL_DIR = "merges"
 LOCK_STALE_S = 10.0  # where running processes cannot be listed: a lock this old with no merger alive is stale

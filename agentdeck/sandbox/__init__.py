@@ -25,8 +25,8 @@ actually happen here, with the reason in words.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from agentdeck.sandbox import reaper
 from agentdeck.sandbox.env import allowed_env

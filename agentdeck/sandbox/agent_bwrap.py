@@ -67,8 +67,11 @@ means the agent is not sandboxed):
 - after agentdeck moved the branch on the host (``commit``): :func:`follow_host`;
 - git on the worktree: :func:`host_git`, :func:`host_git_argv`, :func:`guard`;
 - a command on the agent's files (``compare``'s ``test_command``): :func:`command_in_worktree`;
-- kill / gc: :func:`sync_back` first (a ``diverged`` agent's own tip: :func:`keep_tip`), then
-  :func:`remove` once the worktree is gone.
+- kill / gc: :func:`sync_back` first (a ``diverged`` agent's own tip: :func:`keep_tip`, when
+  :func:`unsaved_tip` says no ref reaches it), then ``remove(sb, sync=False)`` once the worktree
+  is gone (no sync then: it would bring back a branch the removal deleted); a folder without a
+  record: :func:`remove_leftover`; ``gc`` finds orphans with :func:`load_at`;
+- a path in a sandboxed worktree (``commit``): :func:`for_worktree`.
 
 Known limits: with ``network=True`` the host's network namespace is shared (its loopback
 services and abstract unix sockets are reachable); folders on ``PATH`` under the hidden
@@ -206,6 +209,17 @@ def sandbox_root(repo, name: str) -> Path:
 def load(repo, name: str) -> AgentSandbox | None:
     """The sandbox :func:`prepare` made for agent *name*, None when it has none."""
     return _load_record(sandbox_root(repo, name))
+
+
+def load_at(root: Path) -> AgentSandbox | None:
+    """The sandbox whose folder is *root* (``<state dir>/sandboxes/<slug>``), None without a
+    record; its ``root`` is *root* whatever the record says (a folder moved or copied there)."""
+    sb = _load_record(Path(root))
+    if sb is None:
+        return None
+    from dataclasses import replace
+
+    return replace(sb, root=Path(os.path.realpath(root)))
 
 
 def _load_record(root: Path) -> AgentSandbox | None:
@@ -418,6 +432,21 @@ def keep_tip(sandbox: AgentSandbox, ref: str) -> str | None:
         return tip
 
 
+def unsaved_tip(sandbox: AgentSandbox) -> str | None:
+    """The agent's own tip when no ref of the main repository reaches it (commits that live only
+    in its sandbox: what :func:`keep_tip` must save before :func:`remove`), else None.  Never
+    creates or moves a host ref (unlike :func:`sync_back`: for a sandbox whose branch is gone)."""
+    with _locked(sandbox):
+        tip = _agent_tip(sandbox)
+        if tip is None:
+            return None
+        env = {"GIT_ALTERNATE_OBJECT_DIRECTORIES": str(sandbox.objects_dir)}
+        if _out(_git(sandbox.common_dir, "cat-file", "-t", tip, env_extra=env, check=False)) != "commit":
+            return None
+        left = _git(sandbox.common_dir, "rev-list", "-n1", tip, "--not", "--all", env_extra=env, check=False)
+        return tip if left.returncode == 0 and _out(left) else None
+
+
 def follow_host(sandbox: AgentSandbox) -> bool:
     """After agentdeck moved the agent's branch on the host (``agentdeck commit`` of its worktree,
     a merge into its branch): move the agent's own branch there too, with the host's index of
@@ -557,10 +586,12 @@ def sync_branch(cwd: Path | str, branch: str) -> str | None:
     return None
 
 
-def remove(sandbox: AgentSandbox) -> None:
+def remove(sandbox: AgentSandbox, sync: bool = True) -> None:
     """Delete the sandbox's folder (kill/gc), after a last :func:`sync_back` where it can (the
-    agent's commits are then on its branch).  Symlinks inside are removed, never followed."""
-    if (sandbox.root / RECORD).exists():
+    agent's commits are then on its branch).  *sync* False skips that sync (the caller synced
+    and may have deleted the branch since: a sync would create it again).  Symlinks inside are
+    removed, never followed; folders the agent made read-only are opened again to be deleted."""
+    if sync and (sandbox.root / RECORD).exists():
         try:
             sync_back(sandbox)
         except Refused:
@@ -568,7 +599,47 @@ def remove(sandbox: AgentSandbox) -> None:
     bridge = _bridge_dir(sandbox, create=False)
     shutil.rmtree(bridge, ignore_errors=True)
     _update_registry(sandbox.worktree, None)
-    shutil.rmtree(sandbox.root, ignore_errors=True)
+    _rmtree_forcing(sandbox.root)
+
+
+def remove_leftover(folder: Path) -> None:
+    """Delete a sandbox folder that has no record left (a removal or a first :func:`prepare`
+    interrupted half way): only a real folder directly under a ``sandboxes`` folder."""
+    folder = Path(folder)
+    if folder.parent.name == SANDBOXES and folder.is_dir() and not folder.is_symlink():
+        _rmtree_forcing(folder)
+
+
+def for_worktree(cwd: Path | str) -> AgentSandbox | None:
+    """The sandbox of the agent whose worktree holds *cwd* (from the user-level registry), None
+    when *cwd* lies in no sandboxed worktree (cheap then: one ``stat``)."""
+    here = os.path.realpath(cwd)
+    for wt, entry in _registry().items():
+        if here == wt or here.startswith(wt.rstrip("/") + "/"):
+            return _load_record(Path(entry["root"]))
+    return None
+
+
+def _rmtree_forcing(root: Path) -> None:
+    """``rm -rf`` *root* (never following symlinks), making a folder writable where a
+    deletion in it failed (the agent may ``chmod`` its own folders)."""
+    def retry(func, path, _exc):  # shutil's onerror/onexc signature
+        parent = os.path.dirname(path)
+        with contextlib.suppress(OSError):
+            if not os.path.islink(parent):
+                os.chmod(parent, 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                func(path)
+
+    if not os.path.lexists(root):
+        return
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(root, onexc=retry)
+    else:
+        shutil.rmtree(root, onerror=retry)
 
 
 # ----------------------------------------------------------------------------- internals
@@ -922,6 +993,7 @@ __all__ = [
     "AgentSandbox",
     "command_in_worktree",
     "follow_host",
+    "for_worktree",
     "guard",
     "host_git",
     "host_git_argv",
@@ -929,11 +1001,14 @@ __all__ = [
     "host_git_for",
     "keep_tip",
     "load",
+    "load_at",
     "prepare",
     "registry_path",
     "remove",
+    "remove_leftover",
     "sandbox_root",
     "sync_back",
     "sync_branch",
+    "unsaved_tip",
     "wrap",
 ]

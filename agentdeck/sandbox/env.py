@@ -13,7 +13,7 @@ library path GPUs need — plus what its caller sets on purpose (``HOME``, the
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 #: Variables passed through by name.
 ALLOWED = frozenset({

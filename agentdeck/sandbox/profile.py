@@ -23,9 +23,9 @@ environment, which bwrap hands to the sandboxed command.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Profile:
     env: Mapping[str, str] = field(default_factory=dict)
     """The command's whole environment (see :mod:`agentdeck.sandbox.env`)."""
 
-    def resolved(self) -> "Profile":
+    def resolved(self) -> Profile:
         """The same profile with every path made absolute and free of symlinks (bwrap mounts on
         real paths; a hidden ``/var/run`` is the hidden ``/run``)."""
         def real(paths: Sequence[str]) -> tuple[str, ...]:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from agentdeck.sandbox.profile import Profile
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agentdeck.status.rules import HOOK_GRACE_S, decide, prompt_typing, prompt_typing_ends
+from agentdeck.status.rules import HOOK_GRACE_S, decide, drawing, drawing_ends, prompt_typing, prompt_typing_ends
 from agentdeck.status.sampler import SAVE_SCREEN_EVERY_S, Sampler, screen_digest
 from agentdeck.status.watching import log
 from agentdeck.tmux import TmuxGone
@@ -145,6 +145,8 @@ class Looks:
             later.append(rec.status_at + HOOK_GRACE_S + 0.001)
         if prompt_typing(rec.extra, now):  # the hold ends even if the screen never changes again
             later.append(prompt_typing_ends(rec.extra) + 0.001)
+        if rec.status == "starting" and not pane.verdict and drawing(rec, adapter, now):
+            later.append(drawing_ends(rec) + 0.001)
         if later:
             pane.check_at = min(pane.check_at or float("inf"), *later)
         state = (pane.screen_hash, pane.verdict, pane.changed_at)

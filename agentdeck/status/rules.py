@@ -17,6 +17,9 @@ PERSIST_S = 0.2  # one-off passes (no watcher): a screen verdict must hold this 
 HOOK_GRACE_S = 1.5
 #: A restarted agent whose pane is still the dead one is given this long before it counts as exited.
 RESTART_GRACE_S = 10.0
+#: The longest a starting CLI whose prompt the screen table knows is held at ``starting`` while
+#: its screen shows none of its patterns (a CLI that changed its look must not stay starting).
+DRAWING_HOLD_S = 30.0
 
 
 def decide(rec: Any, adapter: Any, verdict: str, changed_at: float, now: float) -> str | None:
@@ -30,13 +33,19 @@ def decide(rec: Any, adapter: Any, verdict: str, changed_at: float, now: float) 
       answer it is ``idle`` once the screen fell quiet (a TUI may show its prompt while it still
       works), ``working`` until then.  No pattern: ``working`` while the screen changes (an
       agent started without a prompt stays ``starting`` meanwhile), ``idle`` once it has been
-      quiet for ``quiet_s``.
+      quiet for ``quiet_s``; but a starting CLI whose prompt the screen table knows stays
+      ``starting`` until its screen shows a pattern (a blank screen while it loads is not
+      ``idle``: a ``send`` then would be lost), for at most :data:`DRAWING_HOLD_S`.
+    * A restarted agent whose pane has not been respawned yet (``extra["relaunching"]``) stays
+      ``starting`` whatever the old process's screen says.
     * An agent whose first prompt has not been typed yet (it waits for the agent's MCP client to
       list agentdeck's tools, :mod:`agentdeck.mcp_link.first_prompt`) stays ``starting`` unless the
       screen shows it waiting: ``idle`` would tell a script its task is done before it began;
       so does one whose first prompt is being typed (:func:`agentdeck.mcp_link.first_prompt.typing`)
       until the CLI shows it working (or waiting).
     """
+    if rec.status == "starting" and relaunching(rec, now):
+        return None  # restart has not respawned the pane yet: the old process's screen says nothing
     if rec.extra.get("pending_prompt") and verdict != "waiting":
         return None
     if verdict not in ("waiting", "working") and prompt_typing(rec.extra, now):
@@ -55,9 +64,28 @@ def decide(rec: Any, adapter: Any, verdict: str, changed_at: float, now: float) 
         return verdict
     if verdict == "idle":
         return "idle" if quiet or rec.status in ("starting", "idle") else "working"
+    if rec.status == "starting" and drawing(rec, adapter, now):
+        return None  # a blank or half-drawn screen: the CLI has not shown its prompt yet
     if not quiet and rec.status == "starting" and not getattr(rec, "prompt", ""):
         return None  # still drawing itself, with nothing to work on yet: starting until its prompt shows
     return "idle" if quiet else "working"
+
+
+def relaunching(rec: Any, now: float) -> bool:
+    """``restart`` marked the row and has not respawned the pane yet (at most :data:`DRAWING_HOLD_S`:
+    a restart killed half way must not hold the agent for ever)."""
+    at = rec.extra.get("relaunching")
+    return isinstance(at, (int, float)) and 0 <= now - float(at) < DRAWING_HOLD_S
+
+
+def drawing(rec: Any, adapter: Any, now: float) -> bool:
+    """A starting CLI with a known prompt that has not drawn it yet (see :func:`decide`)."""
+    return bool(getattr(adapter, "knows_prompt", False)) and now - rec.status_at < DRAWING_HOLD_S
+
+
+def drawing_ends(rec: Any) -> float:
+    """When the hold of :func:`drawing` ends, even if the screen never changes again."""
+    return float(rec.status_at) + DRAWING_HOLD_S
 
 
 def prompt_typing(extra: dict, now: float) -> bool:

@@ -157,7 +157,7 @@ class Sampler:
         if settled or changed_fp or not screen_hash or now - pane.activity <= 2:
             screen = deck.tmux.capture(pane.pane_id)
             new_hash = screen_digest(screen)
-            if settled and new_hash != screen_hash:
+            if first_look is not None and new_hash != screen_hash:  # settled
                 # Unwatched until now: still since the first look means quiet for as long as we can tell.
                 changed_at = now - adapter.quiet_s if screen_digest(first_look) == new_hash else time.time()
             elif new_hash != screen_hash:

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from agentdeck import fswatch
-from agentdeck.status.launch import process_gone
+from agentdeck.procutil import process_gone
 from agentdeck.status.looks import SETTLE_S, PaneState
 from agentdeck.status.sampler import Sampler
 from agentdeck.status.watching import log
@@ -35,7 +35,7 @@ class Sources:
     sampler: Sampler
     sel: selectors.BaseSelector
     records: dict[str, Any]
-    clients: dict[str, Any]
+    clients: dict[str, ControlClient]
     panes: dict[str, PaneState]
     by_pane: dict[str, PaneState]
     waiter: Any
@@ -160,7 +160,7 @@ class Sources:
         if pane is not None:
             self.by_pane.pop(pane.pane_id, None)
 
-    def _drop_client(self, client: Any) -> None:
+    def _drop_client(self, client: ControlClient) -> None:
         if self.clients.get(client.session) is client:
             del self.clients[client.session]
         else:

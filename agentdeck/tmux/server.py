@@ -248,8 +248,14 @@ class Tmux:
         return out[0].strip() if out else ""
 
     def respawn(self, name: str, start_dir: Path, argv: list[str]) -> str:
-        """Run *argv* again in the session's pane (see :meth:`new_session` for the environment)."""
-        args = ["respawn-pane", "-k", "-t", f"={name}:", "-c", str(start_dir)]
+        """Run *argv* again in the session's pane (see :meth:`new_session` for the environment).
+
+        The pane's screen and history are cleared first, in the same tmux call: ``respawn-pane``
+        keeps what the old process drew, and the old CLI's prompt still on screen would read as the
+        new one being ready (``idle``) before it has even started."""
+        target = f"={name}:"
+        args = ["send-keys", "-R", "-t", target, ";", "clear-history", "-t", target, ";",
+                "respawn-pane", "-k", "-t", target, "-c", str(start_dir)]
         args.append(shlex.join(argv))
         self.cmd(*args)
         return self.pane_id(name) or ""

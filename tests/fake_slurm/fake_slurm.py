@@ -459,10 +459,10 @@ def sinfo(argv: list[str]) -> int:
     parts = PARTITIONS if partition is None else [p for p in PARTITIONS if p in partition.split(",")]
     running = [j for j in all_jobs() if j["state"] == "RUNNING"]
     state = "idle" if not running else ("allocated" if len(free_gpus(running)) == 0 and GPUS else "mixed")
-    for i, part in enumerate(parts):
+    for part in parts:
         values = {"N": NODE, "n": NODE, "T": state, "t": state, "G": f"gpu:{GPUS}" if GPUS else "(null)",
                   "P": part + ("*" if part == PARTITIONS[0] else ""), "R": part, "D": "1"}
-        print(re.sub(r"%(\.?\d*)([A-Za-z])", lambda m: values.get(m.group(2), ""), template))
+        print(re.sub(r"%(\.?\d*)([A-Za-z])", lambda m, values=values: values.get(m.group(2), ""), template))
     return 0
 
 

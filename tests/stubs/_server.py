@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Union
+from typing import Any
 
 
 @dataclass
@@ -41,15 +42,15 @@ class Reply:
     error_message: str = ""
 
     @classmethod
-    def text(cls, text: str, delay: float = 0.0, chunk_delay: float = 0.0) -> "Reply":
+    def text(cls, text: str, delay: float = 0.0, chunk_delay: float = 0.0) -> Reply:
         return cls(text_=text, delay=delay, chunk_delay=chunk_delay)
 
     @classmethod
-    def tool(cls, name: str, input: dict[str, Any], text: str = "", delay: float = 0.0) -> "Reply":
+    def tool(cls, name: str, input: dict[str, Any], text: str = "", delay: float = 0.0) -> Reply:
         return cls(text_=text, tools=[ToolCall(name, dict(input))], delay=delay)
 
     @classmethod
-    def error(cls, status: int, message: str = "stub error") -> "Reply":
+    def error(cls, status: int, message: str = "stub error") -> Reply:
         return cls(error_status=status, error_message=message)
 
 
@@ -78,7 +79,7 @@ class StubRequest:
         return bool(self.tool_names)
 
 
-Matcher = Union[str, Callable[[StubRequest], bool]]
+Matcher = str | Callable[[StubRequest], bool]
 
 
 @dataclass
@@ -132,13 +133,13 @@ class StubServer:
                 except ValueError:
                     return {}
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 stub._dispatch(self, "GET", {})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 stub._dispatch(self, "POST", self._body())
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -156,7 +157,7 @@ class StubServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "StubServer":
+    def start(self) -> StubServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
@@ -165,14 +166,14 @@ class StubServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "StubServer":
+    def __enter__(self) -> StubServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
     # -------------------------------------------------------------- scripting
-    def when(self, match: Matcher, reply: Reply, times: int | None = None, side: bool = False) -> "StubServer":
+    def when(self, match: Matcher, reply: Reply, times: int | None = None, side: bool = False) -> StubServer:
         with self._lock:
             self.rules.append(Rule(match, reply, times, side))
         return self

@@ -101,7 +101,8 @@ class AnthropicStub(StubServer):
         if reply.error_status:
             kind = {429: "rate_limit_error", 529: "overloaded_error", 401: "authentication_error"}.get(
                 reply.error_status, "api_error")
-            self.send_json(h, reply.error_status, {"type": "error", "error": {"type": kind, "message": reply.error_message}})
+            error = {"type": kind, "message": reply.error_message}
+            self.send_json(h, reply.error_status, {"type": "error", "error": error})
             return
         blocks = self._blocks(reply)
         stop = "tool_use" if reply.tools else "end_turn"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from agentdeck.errors import UsageError
+
 if TYPE_CHECKING:  # pragma: no cover
     from agentdeck.research.executors.base import Executor
 
@@ -19,7 +21,6 @@ EXECUTORS: dict[str, str] = {
     "ray": "agentdeck.research.executors.ray:RayExecutor",
     "slurm": "agentdeck.research.executors.slurm:SlurmExecutor",
 }
-from agentdeck.errors import UsageError
 
 
 def get_executor(name: str, settings: Any = None) -> Executor:

@@ -108,7 +108,7 @@ class Executor(ABC):
     def slots(self, setting: Any) -> list[str]:
         return resolve_slots(setting)
 
-    def check(self, research_dir: Path | None = None) -> None:
+    def check(self, research_dir: Path | None = None) -> None:  # noqa: B027  optional hook: by default there is nothing to do
         """Raise a UsageError naming the fix when this executor cannot run here (called before a run
         with the repository's research dir, where trial worktrees and logs live)."""
 
@@ -127,7 +127,7 @@ class Executor(ABC):
     @abstractmethod
     def reattach(self, data: dict[str, Any]) -> JobHandle | None: ...
 
-    def finish(self, handle: JobHandle) -> None:
+    def finish(self, handle: JobHandle) -> None:  # noqa: B027  optional hook: by default there is nothing to do
         """Called once a finished job is recorded: release what the executor still holds."""
 
     def settle(self, handle: JobHandle) -> str:
@@ -135,7 +135,7 @@ class Executor(ABC):
         nothing of the job still holds the slot's device, else what does (the loop asks again)."""
         return ""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  optional hook: by default there is nothing to do
         """Called when the loop exits (jobs still running are left running)."""
 
 
@@ -185,5 +185,5 @@ def research_dir_from_cwd() -> Path | None:
     """The research folder of the repository around the working directory (None outside one)."""
     try:
         return Path(paths.find_repo(None).research_dir)
-    except Exception:  # noqa: BLE001 - not in a repository: nothing to probe
+    except Exception:  # not in a repository: nothing to probe
         return None

@@ -27,53 +27,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentdeck.procutil import pid_alive
+from agentdeck.procutil import start_time as proc_start_time
 from agentdeck.research.executors.base import Executor, JobHandle, JobSpec, JobState, read_log_tail
 
 KILL_GRACE_S = 5.0  # the reaper ends its tree within ~2 s of a SIGTERM; SIGKILL the group after this
 #: The variable that marks a job's processes (see agentdeck.research.isolation.JOB_ENV).
 JOB_MARKER = "AGENTDECK_JOB"
 SETTLE_TRIES = 20  # nvidia-smi rounds (0.25 s apart) before settle() reports the slot still held
-
-
-def proc_start_time(pid: int) -> str:
-    """The kernel's start time of *pid* (clock ticks since boot) or "" where /proc is missing."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode("ascii", "replace")
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[-1].split()
-    # fields[0] is the state (field 3); starttime is field 22 -> index 19.
-    return fields[19] if len(fields) > 19 else ""
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode("ascii", "replace")
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[0] if fields else ""
-
-
-def pid_alive(pid: int, start_time: str = "") -> bool:
-    """True when *pid* runs and is the same process (same start time) as recorded."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if _proc_state(pid) == "Z":
-        return False
-    if start_time:
-        now = proc_start_time(pid)
-        if now and now != start_time:
-            return False
-    return True
 
 
 def group_alive(pgid: int) -> bool:

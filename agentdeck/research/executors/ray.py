@@ -37,16 +37,29 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agentdeck.config import ResearchSettings
 from agentdeck.errors import Refused, UsageError
 from agentdeck.research.executors.base import (
-    ClusterExecutor, JobHandle, JobSpec, JobState, read_log_tail, research_dir_from_cwd,
+    ClusterExecutor,
+    JobHandle,
+    JobSpec,
+    JobState,
+    read_log_tail,
+    research_dir_from_cwd,
 )
 from agentdeck.research.executors.ray_support import (  # noqa: F401 - is_local_address and the errors are re-exported
-    DuplicateJob, JobMissing, RayUnreachable, _LogSync, is_local_address, job_request, probe, submission_id_for,
+    DuplicateJob,
+    JobMissing,
+    RayUnreachable,
+    _LogSync,
+    is_local_address,
+    job_request,
+    probe,
+    submission_id_for,
     worktree_root,
 )
 
@@ -95,7 +108,7 @@ class RayExecutor(ClusterExecutor):
 
     def _import(self):
         try:
-            from ray import job_submission  # noqa: F401
+            from ray import job_submission
         except ImportError:
             raise UsageError(f"the Ray executor needs Ray on this machine: {INSTALL_HINT}") from None
         # Ray's client narrates each upload on stderr ("Uploading package ..."); agentdeck's own
@@ -118,7 +131,7 @@ class RayExecutor(ClusterExecutor):
         def run() -> None:
             try:
                 box["value"] = fn(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            except BaseException as exc:  # handed to the caller
                 box["error"] = exc
             finally:
                 done.set()
@@ -364,7 +377,7 @@ class RayExecutor(ClusterExecutor):
             try:
                 for node in self.nodes():
                     self._nodes[node["id"]] = node["name"]
-            except Exception:  # noqa: BLE001 - a name is a nicety
+            except Exception:  # a name is a nicety
                 pass
             self._nodes.setdefault(node_id, node_id[:12])
         return self._nodes[node_id]

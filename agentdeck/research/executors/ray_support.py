@@ -11,14 +11,12 @@ import shlex
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from agentdeck.research.executors.base import JobSpec
-
-if TYPE_CHECKING:  # pragma: no cover
-    from agentdeck.research.executors.ray import RayExecutor
 from agentdeck.research.gpus import CPU_SLOT
 
 
@@ -71,7 +69,7 @@ def worktree_root(path: Path) -> Path:
 
 
 class _LogSync:
-    __slots__ = ("path", "length", "head", "synced", "final")
+    __slots__ = ("final", "head", "length", "path", "synced")
 
     def __init__(self, path: Path):
         self.path = path
@@ -112,7 +110,18 @@ def job_request(spec: JobSpec, submission_id: str, ray: Any, upload: bool) -> di
     return request
 
 
-def probe(ex: RayExecutor, key: str, timeout_s: float) -> tuple[bool | None, str]:
+class RayCalls(Protocol):
+    """What the probe calls through: the :class:`~agentdeck.research.executors.ray.RayExecutor`'s
+    client, its deadline-bound call and its cache of probe answers (a protocol, so this module
+    never imports the executor)."""
+
+    probed: dict[str, tuple[bool | None, str]]
+
+    def client(self) -> Any: ...
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
+
+
+def probe(ex: RayCalls, key: str, timeout_s: float) -> tuple[bool | None, str]:
     """Submit a job that reads a token written in the research folder *key*: (True | False | None, detail)."""
     probe_dir = Path(key) / ".probe"
     probe_dir.mkdir(parents=True, exist_ok=True)

@@ -40,12 +40,26 @@ from typing import Any
 from agentdeck.config import ResearchSettings
 from agentdeck.errors import Refused, UsageError
 from agentdeck.research.executors.base import (
-    ClusterExecutor, JobHandle, JobSpec, JobState, read_log_tail, research_dir_from_cwd,
+    ClusterExecutor,
+    JobHandle,
+    JobSpec,
+    JobState,
+    read_log_tail,
+    research_dir_from_cwd,
 )
 from agentdeck.research.executors.slurm_probe import probe
 from agentdeck.research.executors.slurm_states import (  # noqa: F401 - COMMANDS and the states are re-exported
-    COMMANDS, DONE, FALLBACK_CODE, LOST, NO_WORKTREE_CODE, PENDING, RUNNING, SlurmUnreachable, exit_code_of,
-    gpus_in_gres, time_limit,
+    COMMANDS,
+    DONE,
+    FALLBACK_CODE,
+    LOST,
+    NO_WORKTREE_CODE,
+    PENDING,
+    RUNNING,
+    SlurmUnreachable,
+    exit_code_of,
+    gpus_in_gres,
+    time_limit,
 )
 from agentdeck.research.gpus import CPU_SLOT
 
@@ -76,11 +90,13 @@ class SlurmExecutor(ClusterExecutor):
     def _run(self, *argv: str, input: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
         try:
             return subprocess.run(list(argv), capture_output=True, text=True, input=input,
-                                  timeout=timeout or self.COMMAND_TIMEOUT_S, stdin=None if input else subprocess.DEVNULL)
+                                  timeout=timeout or self.COMMAND_TIMEOUT_S,
+                                  stdin=None if input else subprocess.DEVNULL)
         except FileNotFoundError:
             raise SlurmUnreachable(f"{argv[0]} is not on PATH") from None
         except subprocess.TimeoutExpired:
-            raise SlurmUnreachable(f"`{argv[0]}` did not answer within {timeout or self.COMMAND_TIMEOUT_S:g}s") from None
+            waited = timeout or self.COMMAND_TIMEOUT_S
+            raise SlurmUnreachable(f"`{argv[0]}` did not answer within {waited:g}s") from None
 
     @staticmethod
     def _first_line(proc: subprocess.CompletedProcess) -> str:
@@ -278,7 +294,7 @@ class SlurmExecutor(ClusterExecutor):
             return None
 
     def _parse_scontrol(self, text: str) -> tuple[str, str, str] | None:
-        fields = dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", text))
+        fields = {m.group(1): m.group(2) for m in re.finditer(r"(\w+)=(\S*)", text)}
         state = fields.get("JobState", "")
         if not state:
             return None

@@ -4,18 +4,31 @@ research folder and writes an answer back; a probe that cannot means the nodes d
 from __future__ import annotations
 
 import shlex
+import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from agentdeck.research.executors.slurm_states import DONE, LOST, SlurmUnreachable, exit_code_of
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agentdeck.research.executors.slurm import SlurmExecutor
+    from agentdeck.config import SlurmSettings
 
 
-def probe(ex: SlurmExecutor, research_dir: Path, timeout_s: float) -> tuple[bool | None, str]:
+class SlurmCommands(Protocol):
+    """What the probe runs through: the :class:`~agentdeck.research.executors.slurm.SlurmExecutor`'s
+    settings and command plumbing (a protocol, so this module never imports the executor)."""
+
+    @property
+    def slurm(self) -> SlurmSettings: ...
+    def _run(self, *argv: str, input: str | None = None,
+             timeout: float | None = None) -> subprocess.CompletedProcess[str]: ...
+    def _first_line(self, proc: subprocess.CompletedProcess[str]) -> str: ...
+    def _query_one(self, job_id: str) -> tuple[str, str, str] | None: ...
+
+
+def probe(ex: SlurmCommands, research_dir: Path, timeout_s: float) -> tuple[bool | None, str]:
     """Send the probe job: can a node read a token written in *research_dir*, and write back?"""
     probe_dir = research_dir / ".probe"
     probe_dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from agentdeck.errors import UsageError
+
 if TYPE_CHECKING:  # pragma: no cover
     from agentdeck.research.proposers.base import Proposer, ProposerContext
 
@@ -21,7 +23,6 @@ PROPOSERS: dict[str, str] = {
     "agent": "agentdeck.research.proposers.agent:AgentProposer",
     "command": "agentdeck.research.proposers.command:CommandProposer",
 }
-from agentdeck.errors import UsageError
 
 
 def check_name(name: str) -> None:

@@ -116,9 +116,11 @@ class AgentProposer(Proposer):
     def propose(self, request: ProposalRequest) -> Proposal:
         deck = self._deck()
         ledger = self.ctx.ledger
+        parent = request.best.get("commit") or git.head_commit(request.worktree)
+        if not parent:
+            raise ProposalFailed(f"cannot read the commit checked out in {request.worktree}")
         name, new = self._acquire()
         program_path = self.ctx.research.program  # the agent starts in the workdir of its own worktree
-        parent = request.best.get("commit") or git.head_commit(request.worktree)
         request_id = None
         try:
             if new:
@@ -176,10 +178,10 @@ class AgentProposer(Proposer):
             return
         try:
             deck = self._deck()
-        except Exception:  # noqa: BLE001
+        except Exception:
             return
         for name in self._all:
             try:
                 deck.kill(name, discard=True)
-            except Exception:  # noqa: BLE001 - best effort at the end of a run
+            except Exception:  # best effort at the end of a run
                 pass

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agentdeck.errors import UsageError
 from agentdeck.research.proposers.base import (
@@ -144,7 +145,7 @@ class LlmProposer(Proposer):
     def __init__(self, ctx, complete: Callable[[str, list[dict[str, str]]], str] | None = None):
         super().__init__(ctx)
         self._complete = complete
-        self._client = None
+        self._client: Any = None  # an anthropic.Anthropic or openai.OpenAI, made on first use
 
     # ------------------------------------------------------------------ setup
     def _api_key(self) -> str:
@@ -160,7 +161,8 @@ class LlmProposer(Proposer):
             return
         llm = self.ctx.llm
         if not llm.model:
-            raise UsageError("proposer \"llm\" needs a model: set [llm] model (and provider, base_url) in .agentdeck.toml")
+            raise UsageError("proposer \"llm\" needs a model: "
+                             "set [llm] model (and provider, base_url) in .agentdeck.toml")
         if not self._api_key():
             env = llm.api_key_env or ("ANTHROPIC_API_KEY" if llm.provider == "anthropic" else "OPENAI_API_KEY")
             raise UsageError(f"proposer \"llm\" needs an API key: set {env} (or [llm] api_key_env, or a base_url)")

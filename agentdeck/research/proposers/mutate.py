@@ -18,99 +18,16 @@ change was the random seed" is the classic way auto-research fools itself.
 
 from __future__ import annotations
 
-import ast
 import math
 import random
-import re
-import threading
-from dataclasses import dataclass
 from typing import Any
 
+# The constants themselves are found and rewritten in agentdeck.research.constants (the search
+# space reads them there too); the names stay importable from here.
+from agentdeck.research.constants import Constant, find_constants, format_number, replace_constant
 from agentdeck.research.proposers.base import Proposal, ProposalFailed, ProposalRequest, Proposer
 
-SKIP_NAME = re.compile(r"seed", re.IGNORECASE)
-
-
-@dataclass
-class Constant:
-    path: str  # relative to workdir
-    name: str
-    value: float | int
-    start: int  # byte offsets of the number's text (sign included)
-    end: int
-    text: str
-
-    @property
-    def is_int(self) -> bool:
-        return isinstance(self.value, int)
-
-
-def _number(node: ast.AST) -> tuple[float | int, ast.AST] | None:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value, node
-    if (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
-            and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)):
-        value = node.operand.value
-        return (-value if isinstance(node.op, ast.USub) else value), node
-    return None
-
-
-# CPython 3.11 can fail ``ast.parse`` in two threads at once ("AST constructor recursion depth mismatch");
-# proposal workers are threads.
-_AST_LOCK = threading.Lock()
-
-
-def find_constants(source: str, path: str = "") -> list[Constant]:
-    """Top-level ``NAME = <number>`` assignments of *source* (offsets in UTF-8 bytes)."""
-    try:
-        with _AST_LOCK:
-            tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    data = source.encode("utf-8")
-    starts = [0]
-    for line in data.splitlines(keepends=True):
-        starts.append(starts[-1] + len(line))
-    found = []
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
-            name, value_node = stmt.targets[0].id, stmt.value
-        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
-            name, value_node = stmt.target.id, stmt.value
-        else:
-            continue
-        if name.startswith("_") or SKIP_NAME.search(name):
-            continue
-        got = _number(value_node)
-        if got is None or value_node.end_lineno != value_node.lineno:
-            continue
-        value, node = got
-        start = starts[node.lineno - 1] + node.col_offset
-        end = starts[node.end_lineno - 1] + node.end_col_offset
-        found.append(Constant(path, name, value, start, end, data[start:end].decode("utf-8")))
-    return found
-
-
-def replace_constant(source: str, const: Constant, new_text: str) -> str:
-    data = source.encode("utf-8")
-    return (data[: const.start] + new_text.encode("utf-8") + data[const.end:]).decode("utf-8")
-
-
-def format_number(value: float | int, like: str, is_int: bool) -> str:
-    if is_int:
-        if "_" in like and abs(int(value)) >= 1000:
-            return f"{int(value):_}"
-        return str(int(value))
-    v = float(f"{value:.3g}")
-    if "e" in like.lower():
-        mantissa, exp = f"{v:.2e}".split("e")
-        mantissa = mantissa.rstrip("0").rstrip(".")
-        return f"{mantissa}e{int(exp)}"
-    text = repr(v)
-    if "e" in text:  # repr chose scientific for a tiny or huge number
-        mantissa, exp = f"{v:.2e}".split("e")
-        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
-    return text
+__all__ = ["Constant", "MutateProposer", "candidates", "find_constants", "format_number", "replace_constant"]
 
 
 def _is_pow2(n: int) -> bool:
@@ -131,16 +48,16 @@ def candidates(value: float | int, is_int: bool, direction: str) -> list[float |
             return [o for o in out if (o > 0) == (v > 0) and o != 0] or ([v * 2] if up else [])
         step = max(1, round(abs(v) * 0.25))
         return [v + step] if up else [v - step]
-    v = float(value)
-    if v == 0.0:
+    x = float(value)
+    if x == 0.0:
         return [0.01, 0.1] if up else []
     factors = [1.25, 1.5, 2.0] if up else [0.8, 2 / 3, 0.5]
-    if 0.5 <= abs(v) < 1.0:  # a fraction near 1 (betas, decay): move its distance to 1
-        sign = 1 if v > 0 else -1
-        gap = 1.0 - abs(v)
-        out = [sign * (1.0 - gap / f) for f in factors]
-        return [o for o in out if 0 < abs(o) < 1]
-    return [v * f for f in factors]
+    if 0.5 <= abs(x) < 1.0:  # a fraction near 1 (betas, decay): move its distance to 1
+        sign = 1 if x > 0 else -1
+        gap = 1.0 - abs(x)
+        fractions = [sign * (1.0 - gap / f) for f in factors]
+        return [o for o in fractions if 0 < abs(o) < 1]
+    return [x * f for f in factors]
 
 
 class MutateProposer(Proposer):
@@ -209,7 +126,7 @@ class MutateProposer(Proposer):
                     chosen.append((c, d, values))
                     pool = [o for o in pool if o[1].name != c.name or o[1].path != c.path]
                     break
-        changes = []
+        changes: list[dict[str, Any]] = []
         # Apply from the end of each file backwards so earlier offsets stay valid.
         for c, d, values in sorted(chosen, key=lambda item: (item[0].path, -item[0].start)):
             new_value = rng.choice(values)

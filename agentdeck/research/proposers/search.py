@@ -58,7 +58,11 @@ from agentdeck.research import gitops
 from agentdeck.research import space as sp
 from agentdeck.research.proposers.base import Proposal, ProposalFailed, ProposalRequest, Proposer
 from agentdeck.research.proposers.search_record import (  # noqa: F401 - the record's names, re-exported
-    FINISHED, Obs, latest_importances, observations, save_importances,
+    FINISHED,
+    Obs,
+    latest_importances,
+    observations,
+    save_importances,
 )
 
 log = logging.getLogger("agentdeck.research")
@@ -159,7 +163,7 @@ def make_sampler(name: str, seed: int, space: sp.Space, source_trials: list[Any]
                 try:
                     return optuna.samplers.CmaEsSampler(seed=seed, source_trials=source_trials, with_margin=margin,
                                                         warn_independent_sampling=False)
-                except Exception:  # noqa: BLE001 - too few compatible trials: start afresh
+                except Exception:  # too few compatible trials: start afresh
                     log.debug("CMA-ES warm start failed", exc_info=True)
             return optuna.samplers.CmaEsSampler(seed=seed, with_margin=margin, warn_independent_sampling=False)
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
@@ -393,7 +397,7 @@ class SearchProposer(Proposer):
             if o.pending or o.value is None:
                 continue
             point = sp.point_of(src, space)
-            params = None
+            params: dict[str, Any] | None = None
             if point is not None:
                 params = {}
                 for p in space.params:
@@ -473,7 +477,7 @@ class SearchProposer(Proposer):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 found = optuna.importance.get_param_importances(study.study, params=varied)
-        except Exception as exc:  # noqa: BLE001 - importances are a display, never a reason to fail
+        except Exception as exc:  # importances are a display, never a reason to fail
             log.debug("importances failed: %s", exc)
             return
         params = {k: round(float(v), 4) for k, v in found.items() if math.isfinite(float(v))}
@@ -483,7 +487,7 @@ class SearchProposer(Proposer):
         })
 
 
-_QUIET = []
+_QUIET: list[bool] = []  # [True] once Optuna was told to be quiet
 
 
 def _quiet_optuna() -> None:
