@@ -61,7 +61,9 @@ class DeckApp(App[int]):
 
     def notify(self, message: str, *, title: str = "", severity: str = "information",
                timeout: float | None = None, markup: bool = False, **kwargs: Any) -> None:
-        """A toast; never markup (engine messages may hold brackets), and kept in ``notices``."""
+        """A toast; never markup (engine messages may hold brackets), and kept in ``notices``.
+        *markup* is taken (Textual's signature) and ignored."""
+        del markup
         self.notices.append((severity, message))
         del self.notices[:-200]
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)  # type: ignore[arg-type]
