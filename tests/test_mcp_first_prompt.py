@@ -117,3 +117,50 @@ def test_enter_is_pressed_again_only_while_the_text_sits_in_the_box():
     taken = IO(["> what did we do so far?\n  esc to interrupt"])
     assert not first_prompt.enter_again_if_still_typed(taken, Adapter(), "what did we do", check_s=0.6)
     assert taken.keys == []
+
+
+def test_with_a_readable_box_enter_is_pressed_again_once_the_cli_is_still(monkeypatch):
+    """Claude Code's box: the text still in it on a still screen gets Enter again; an empty box
+    ends the check; a moving screen (a spinner) is left alone."""
+    from agentdeck.agents.claude.adapter import ClaudeAdapter
+
+    monkeypatch.setattr(first_prompt, "BOX_STILL_S", 0.3)
+    monkeypatch.setattr(first_prompt, "BOX_CHECK_S", 3.0)
+    rule = "─" * 40
+    typed = f"{rule}\n❯ once more please\n{rule}\n"
+    empty = f"> once more please\n\n{rule}\n❯\u00a0\n{rule}\n"
+
+    class IO:
+        def __init__(self):
+            self.keys = []
+
+        def capture(self):
+            return empty if self.keys else typed  # the first extra Enter is taken
+
+        def send_keys(self, *keys):
+            self.keys.append(keys)
+
+    adapter = ClaudeAdapter.__new__(ClaudeAdapter)
+    assert adapter.input_box(typed) == "once more please" and adapter.input_box(empty) == ""
+    io = IO()
+    assert first_prompt.enter_again_if_still_typed(io, adapter, "once more please")
+    assert io.keys == [("Enter",)]
+
+    class Submitted(IO):
+        def capture(self):
+            return empty
+
+    io = Submitted()
+    assert not first_prompt.enter_again_if_still_typed(io, adapter, "once more please")
+    assert io.keys == []
+
+    class Spinning(IO):
+        frame = 0
+
+        def capture(self):
+            self.frame += 1
+            return f"✻ Working… {self.frame}\n" + typed
+
+    io = Spinning()
+    assert not first_prompt.enter_again_if_still_typed(io, adapter, "once more please")
+    assert io.keys == []  # busy the whole time: never pressed

@@ -295,6 +295,11 @@ class Adapter:
     def submit(self, pane: PaneIO, text: str) -> None:
         pane.send_text(text, enter=True)
 
+    def input_box(self, screen: str) -> str | None:
+        """The text in the CLI's input box on *screen* ("" when empty), None when this adapter cannot
+        tell (used to check that typed text was submitted)."""
+        return None
+
     def approve(self, pane: PaneIO) -> None:
         pane.send_keys(*self.agent_def.approve_keys)
 

@@ -214,15 +214,49 @@ def _type(deck: Any, rec: Any) -> tuple[Any, Any, str]:
     return io, adapter, head
 
 
+#: With an input box the adapter can read, how long the text may sit there before Enter is pressed again
+#: (the screen still for :data:`BOX_STILL_S`), and how many times at most.
+BOX_CHECK_S = 10.0
+BOX_STILL_S = 1.0
+BOX_PRESSES = 3
+
+
 def enter_again_if_still_typed(io: Any, adapter: Any, head: str, check_s: float = SUBMIT_CHECK_S) -> bool:
-    """When the prompt still sits in the input box a moment after its Enter (a CLI finishing its
-    start-up can take the Enter before the paste), press Enter once more.  True if it did."""
-    deadline = time.monotonic() + check_s
+    """When the text still sits in the input box a moment after its Enter (a CLI finishing its
+    start-up, or connecting its MCP servers, can take the paste and drop the Enter), press Enter
+    again.  True if it did.
+
+    An adapter that reads its input box (``input_box(screen)``) is watched for up to
+    :data:`BOX_CHECK_S`: done as soon as the box no longer holds the text; Enter again whenever the
+    screen has been still for :data:`BOX_STILL_S` with the text in the box (a spinner keeps the
+    screen moving: the CLI is busy, and takes the Enter once it is not), at most
+    :data:`BOX_PRESSES` times.  Otherwise the text on the last lines with no working or waiting
+    pattern for *check_s* means it was not taken."""
+    read_box = getattr(adapter, "input_box", None)
+    if not head:
+        return False
+    box_known = callable(read_box) and read_box(io.capture()) is not None
+    deadline = time.monotonic() + (BOX_CHECK_S if box_known else check_s)
+    pressed, last, still_since = 0, None, time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.25)
         screen = io.capture()
-        if not head or not _still_typed(screen, head) or adapter.classify(screen).status in ("working", "waiting"):
-            return False
+        if not box_known:
+            if not _still_typed(screen, head) or adapter.classify(screen).status in ("working", "waiting"):
+                return False
+            continue
+        box = read_box(screen)  # type: ignore[misc]
+        if box is not None and head not in box:
+            return pressed > 0
+        now = time.monotonic()
+        if screen != last:
+            last, still_since = screen, now
+        elif box is not None and now - still_since >= BOX_STILL_S and pressed < BOX_PRESSES:
+            io.send_keys("Enter")
+            pressed += 1
+            still_since = now
+    if box_known:
+        return pressed > 0
     io.send_keys("Enter")
     return True
 

@@ -62,6 +62,7 @@ _WORKING_RE = re.compile(r"esc to interrupt", re.IGNORECASE)
 # The prompt box: "❯ " between two rules, with the hints line under it.
 _PROMPT_RE = re.compile(r"^❯(?:\s.*)?$", re.MULTILINE)  # the box holds "❯" + NBSP
 _RULE_RE = re.compile(r"^─{10,}\s*$", re.MULTILINE)
+_BOX_RULE_RE = re.compile(r"─{10,}\s*")
 
 
 #: The screen table (first match wins): the last 30 lines for dialogs, the last 6 for the rest.
@@ -80,6 +81,18 @@ SCREEN_RULES = (
 
 class ClaudeAdapter(Adapter):
     """Claude Code: see the package's notes (:mod:`agentdeck.agents.claude`)."""
+
+    def input_box(self, screen: str) -> str | None:
+        """The lines between the last two rules at the bottom (the prompt box), "❯" taken off."""
+        lines = screen.rstrip().splitlines()[-12:]
+        rules = [i for i, line in enumerate(lines) if _BOX_RULE_RE.fullmatch(line)]
+        if len(rules) < 2:
+            return None
+        inside = lines[rules[-2] + 1:rules[-1]]
+        if not inside or not inside[0].lstrip().startswith("❯"):
+            return None
+        text = " ".join(line.strip() for line in inside)
+        return text.lstrip("❯").replace("\u00a0", " ").strip()
 
     kind = "claude"
     SCREEN_RULES = SCREEN_RULES
