@@ -120,17 +120,35 @@ def test_host_and_origin(served):
     assert post(port, {}, host=f"evil.example:{port}")[0] == 421
 
 
-def test_a_session_belongs_to_the_agent_that_opened_it(served):
-    _, _, port, tokens = served
-    _status, headers, _ = post(port, {"Authorization": f"Bearer {tokens['north']}"})
-    session = {k.lower(): v for k, v in headers.items()}["mcp-session-id"]
-    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
-    other = post(port, {"Authorization": f"Bearer {tokens['south']}", "Mcp-Session-Id": session,
-                        "Mcp-Protocol-Version": "2025-06-18"}, listing)
-    assert other[0] == 403
+def test_no_session_to_lose_a_request_stands_alone_across_a_server_restart(git_repo):
+    """The server hands out no session: a client's next call after a restart (a session id
+    from before it included) is served, with no new ``initialize``, as the token's agent."""
+    repo_paths = paths.find_repo(git_repo)
+    repo_paths.ensure_state_dir()
+    store = Store(repo_paths.db_path)
+    token = agent_row(store, "solo", git_repo)
+    port = start_server(git_repo, store, env_grace="30")
+    auth_header = {"Authorization": f"Bearer {token}"}
+    status, headers, _ = post(port, auth_header)
+    assert status == 200
+    assert "mcp-session-id" not in {k.lower() for k in headers}
+    os.kill(server_pid(store), signal.SIGKILL)
+    retry_until(lambda: not service.server_alive(repo_paths.state_dir), timeout=10, what="the lock released")
+    assert start_server(git_repo, store, env_grace="30") == port
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "memory_write", "arguments": {"title": "After the restart", "body": "b"}}}
+    status, _, body = post(port, {**auth_header, "Mcp-Session-Id": "0" * 32, "Mcp-Protocol-Version": "2025-06-18"},
+                           call)
+    assert status == 200, body
+    payload = json.loads(body[body.index("{"):body.rindex("}") + 1])
+    assert not payload["result"].get("isError"), payload
+    path = Path(payload["result"]["structuredContent"]["path"])
+    assert "author: solo" in path.read_text()
+    stop_server(git_repo, store)
+    store.close()
 
 
-def test_tools_list_is_recorded_once_per_session_for_the_tokens_agent(served):
+def test_tools_list_is_recorded_once_per_launch_for_the_tokens_agent(served):
     _, store, port, tokens = served
 
     async def main():

@@ -11,12 +11,19 @@ Every request passes :class:`Gate` first, before the SDK sees it:
   server's own: else 403;
 * ``Authorization: Bearer <token>`` must name a live agent's token (:class:`TokenBook`):
   else 401.  The token's agent is the caller for everything the request does (notes,
-  journals, research submissions), whatever the request says;
-* a session (``mcp-session-id``) belongs to the agent that opened it: another agent's token
-  on it is refused (403).
+  journals, research submissions), whatever the request says.
 
-The SDK's middleware records each session's first ``tools/list`` as the agent's
-``mcp_tools`` event: the moment its first prompt may be typed (:mod:`agentdeck.mcp_link.first_prompt`).
+The server is stateless (the SDK's ``stateless_http``): it hands out no ``mcp-session-id``,
+so every request stands alone and carries its own identity (the token).  A server that was
+killed and started again is therefore invisible to the agents: the pinned CLIs do not all
+recover a session the server no longer knows (the spec's 404, then a new ``initialize``) -
+Codex 0.169 lost its tools for good after such a restart under load - and there is no
+server-held state a session would protect (notes, journals and submissions live in the
+repository and the state database).
+
+The SDK's middleware records each launch's first ``tools/list`` (one token per launch) as the
+agent's ``mcp_tools`` event: the moment its first prompt may be typed
+(:mod:`agentdeck.mcp_link.first_prompt`).
 A housekeeping thread ends the server once no agent has lived for a grace period
 (``AGENTDECK_MCP_GRACE``, default 30 s).
 """
@@ -57,14 +64,7 @@ class Gate:
         self.app = app
         self.book = book
         self.port = port
-        self.sessions: dict[str, str] = {}  # mcp-session-id -> agent name
         self.refused = 0
-
-    def forget(self, known: set[str]) -> None:
-        """Drop the sessions of agents whose token is no longer valid."""
-        for session, owner in list(self.sessions.items()):
-            if owner not in known:
-                self.sessions.pop(session, None)
 
     async def _refuse(self, send: Any, status: int, message: str, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
         self.refused += 1
@@ -92,29 +92,15 @@ class Gate:
             await self._refuse(send, 401, "agentdeck: missing or unknown bearer token (restart the agent)",
                                [(b"www-authenticate", b'Bearer realm="agentdeck"')])
             return
-        session = headers.get("mcp-session-id")
-        if session:
-            owner = self.sessions.get(session)
-            if owner is not None and owner != who.name:
-                await self._refuse(send, 403, "agentdeck: this session belongs to another agent")
-                return
-
-        async def send_and_note_session(message: dict) -> None:
-            if message.get("type") == "http.response.start":
-                for key, value in message.get("headers") or []:
-                    if key.lower() == b"mcp-session-id":
-                        self.sessions.setdefault(value.decode("latin-1"), who.name)
-            await send(message)
-
         token = CALLER.set(who)
         try:
-            await self.app(scope, receive, send_and_note_session)
+            await self.app(scope, receive, send)
         finally:
             CALLER.reset(token)
 
 
 class ListingRecorder:
-    """SDK middleware: the first ``tools/list`` of each session becomes an ``mcp_tools`` event."""
+    """SDK middleware: the first ``tools/list`` of each launch of an agent becomes an ``mcp_tools`` event."""
 
     def __init__(self, store: Any):
         self.store = store
@@ -126,26 +112,22 @@ class ListingRecorder:
         if getattr(ctx, "method", "") == "tools/list":
             who = CALLER.get()
             if who is not None:
-                request = getattr(ctx, "request", None)
-                session = ""
-                if request is not None:
-                    session = request.headers.get("mcp-session-id", "") or ""
                 listed = result.get("tools") if isinstance(result, dict) else getattr(result, "tools", None)
                 tools = len(listed or [])
-                await anyio.to_thread.run_sync(self.record, who.name, session, tools)
+                await anyio.to_thread.run_sync(self.record, who.name, who.launch, tools)
         return result
 
     def forget(self, known: set[str]) -> None:
         with self._lock:
-            self.seen = {(agent, session) for agent, session in self.seen if agent in known}
+            self.seen = {(agent, launch) for agent, launch in self.seen if agent in known}
 
-    def record(self, agent: str, session: str, tools: int) -> None:
+    def record(self, agent: str, launch: str, tools: int) -> None:
         with self._lock:
-            if (agent, session) in self.seen:
+            if (agent, launch) in self.seen:
                 return
-            self.seen.add((agent, session))
+            self.seen.add((agent, launch))
         try:
-            self.store.add_event(agent, "mcp_tools", "mcp", detail={"tools": tools, "session": session[:8]})
+            self.store.add_event(agent, "mcp_tools", "mcp", detail={"tools": tools, "launch": launch[:8]})
         except Exception as exc:  # the agent's row may be gone; never fail the listing
             print(f"{time.strftime('%H:%M:%S')} could not record tools/list of {agent}: {exc!r}",
                   file=sys.stderr, flush=True)
@@ -212,8 +194,7 @@ def run(repo_root: Path, port: int | None, tmux_socket: str) -> int:
     hosts = sorted(auth.allowed_hosts(actual))
     security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
                                          allowed_origins=[f"http://{h}" for h in hosts])
-    app = server.streamable_http_app(transport_security=security, host=service.HOST,
-                                     session_idle_timeout=24 * 3600)
+    app = server.streamable_http_app(transport_security=security, host=service.HOST, stateless_http=True)
     gate = Gate(app, book, actual)
     config = uvicorn.Config(gate, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1)
     web = uvicorn.Server(config)
@@ -226,7 +207,6 @@ def run(repo_root: Path, port: int | None, tmux_socket: str) -> int:
             try:
                 known = book.agents()
                 context.forget_writers(known)
-                gate.forget(known)
                 recorder.forget(known)
                 if live_agents(store, tmux):
                     last_alive = time.monotonic()

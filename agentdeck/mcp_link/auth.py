@@ -39,6 +39,7 @@ class Identity:
 
     name: str
     worktree: str = ""
+    launch: str = ""  # the first hex digits of the token's digest: one per launch of the agent
 
 
 def new_token() -> tuple[str, str]:
@@ -90,7 +91,7 @@ class TokenBook:
                 continue
             token_digest = mcp.get("token_sha256")
             if isinstance(token_digest, str) and len(token_digest) == 64:
-                table[token_digest] = Identity(row[0], row[1] or "")
+                table[token_digest] = Identity(row[0], row[1] or "", token_digest[:16])
         self._by_digest = table
         self._version = version
 
