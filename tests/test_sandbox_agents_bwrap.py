@@ -23,6 +23,7 @@ from support import git, make_repo, retry_until
 from agentdeck.paths import find_repo
 from agentdeck.sandbox import agent_bwrap as ab
 from agentdeck.sandbox import probe
+from agentdeck.sandbox.agent_wrap import bridge_dir
 
 pytestmark = pytest.mark.skipif(not probe().works, reason=f"bubblewrap does not work here: {probe().reason}")
 
@@ -240,7 +241,7 @@ def test_background_process_dies_with_the_pane(lab, bridged):
     retry_until(lambda: len(sleepers()) == 2, timeout=20, what="the agent's background processes")
     subprocess.run(["tmux", "-L", sock, "kill-session", "-t", "agent"], check=True)
     retry_until(lambda: not sleepers(), timeout=10, what="background processes gone with the pane")
-    bridge = str(ab._bridge_dir(lab.sb, create=False))
+    bridge = str(bridge_dir(lab.sb, create=False))
     retry_until(lambda: not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, bridge)],
                 timeout=10, what="the loopback bridge gone with the pane")
 
@@ -324,6 +325,7 @@ def test_restart_keeps_commits_and_copies_state_without_following_symlinks(lab, 
 
 def test_guard_and_sync_branch_cover_plain_engine_git_calls(lab, tmp_path):
     from agentdeck import git as engine_git
+    from agentdeck import snapshots
 
     assert ab.guard(lab.repo_dir) == [] and ab.guard(lab.wt_b) == []
     opts = ab.guard(lab.wt_a / "src")
@@ -344,7 +346,7 @@ def test_guard_and_sync_branch_cover_plain_engine_git_calls(lab, tmp_path):
     # The engine's own git calls (agentdeck.git) take the guard by themselves.
     engine_git.status_porcelain(lab.wt_a)
     engine_git.run(lab.wt_a, "diff")
-    engine_git.snapshot(lab.wt_a)
+    snapshots.snapshot(lab.wt_a)
     assert not mark.exists()
     ab.remove(lab.sb)
     assert ab.guard(lab.wt_a) == []

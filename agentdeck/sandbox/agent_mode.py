@@ -79,8 +79,15 @@ AVAILABLE_MODES = ("none", "agent", "bwrap")
 AUTONOMY = ("ask", "auto")
 #: Kinds whose own sandbox agentdeck knows how to turn on.
 AGENT_MODE_KINDS = ("claude", "codex")
+#: Each kind's no-prompt flags, put right after its command (:func:`_no_prompt`).
+AUTO_FLAGS: dict[str, tuple[str, ...]] = {
+    "claude": ("--dangerously-skip-permissions",),
+    "codex": ("--dangerously-bypass-approvals-and-sandbox",),
+}
 #: Kinds whose no-prompt mode agentdeck knows.
-AUTO_KINDS = ("claude", "codex")
+AUTO_KINDS = tuple(AUTO_FLAGS)
+#: Words right after a kind's command that take its options themselves (``codex resume ...``).
+SUBCOMMANDS: dict[str, tuple[str, ...]] = {"codex": ("resume", "fork")}
 #: The row's ``extra`` key holding the choice.
 EXTRA_KEY = "sandbox"
 #: Variables that tell Claude Code it runs in a sandbox: never set by agentdeck, and removed
@@ -268,6 +275,11 @@ def _insert_options(argv: Sequence[str], command_len: int, options: Sequence[str
     return [*argv[:at], *options, *argv[at:]]
 
 
+def _no_prompt(argv: Sequence[str], kind: str, command_len: int) -> list[str]:
+    """*argv* with *kind*'s no-prompt flags (:data:`AUTO_FLAGS`; none for a kind without)."""
+    return _insert_options(argv, command_len, AUTO_FLAGS.get(kind, ()), SUBCOMMANDS.get(kind, ()))
+
+
 def claude_settings(worktree: str | Path, *, autonomy: str, network: bool, home: str | None = None,
                     deny_write: Sequence[str | Path] = ()) -> dict[str, Any]:
     """The ``sandbox`` (and, for ``auto``, ``permissions``) keys of Claude Code's ``--settings`` for
@@ -275,7 +287,7 @@ def claude_settings(worktree: str | Path, *, autonomy: str, network: bool, home:
 
     *deny_write*: folders kept read-only although Claude's sandbox would open them (it opens a
     worktree's git directory, and with it agentdeck's state folder inside: measured)."""
-    from agentdeck.sandbox.agent_bwrap import HOME_SECRETS
+    from agentdeck.sandbox.agent_wrap import HOME_SECRETS
 
     home = home or os.path.expanduser("~")
     sandbox: dict[str, Any] = {
@@ -335,13 +347,9 @@ def launch_plan(mode: str, kind: str, argv: Sequence[str], env: Mapping[str, str
     if mode == "none":
         plan_env = _without_claims(plan_env)
         if autonomy == "auto":
-            if kind == "claude":
-                argv = _insert_options(argv, command_len, ["--dangerously-skip-permissions"])
-            elif kind == "codex":
-                argv = _insert_options(argv, command_len, ["--dangerously-bypass-approvals-and-sandbox"],
-                                       ("resume", "fork"))
-            else:
+            if kind not in AUTO_FLAGS:
                 raise UsageError(f"autonomy = \"auto\" is known only for {', '.join(AUTO_KINDS)} agents")
+            argv = _no_prompt(argv, kind, command_len)
         return LaunchPlan(argv, plan_env, mode, ["unsandboxed"])
     if mode == "agent":
         plan_env = _without_claims(plan_env)
@@ -361,7 +369,7 @@ def launch_plan(mode: str, kind: str, argv: Sequence[str], env: Mapping[str, str
                        "-c", "sandbox_workspace_write.exclude_tmpdir_env_var=true"]
             # Never network_access: with it Codex 0.169 also lifts its block on unix sockets, and a
             # command reached agentdeck's tmux server and ran a command outside (measured).
-            return LaunchPlan(_insert_options(argv, command_len, options, ("resume", "fork")), plan_env, mode,
+            return LaunchPlan(_insert_options(argv, command_len, options, SUBCOMMANDS[kind]), plan_env, mode,
                               ["Codex -s workspace-write"])
         raise UsageError(f"sandbox \"agent\" is not known for {kind} agents; use --sandbox bwrap or none")
     if mode == "bwrap":
@@ -374,14 +382,10 @@ def launch_plan(mode: str, kind: str, argv: Sequence[str], env: Mapping[str, str
         sandbox = agent_bwrap.prepare(spec.pop("repo"), spec.pop("name"), Path(spec.pop("worktree")),
                                       spec.pop("branch"), kind, network, **spec)
         if autonomy == "auto":
-            if kind == "claude":
-                argv = _insert_options(argv, command_len, ["--dangerously-skip-permissions"])
-            elif kind == "codex":
-                argv = _insert_options(argv, command_len, ["--dangerously-bypass-approvals-and-sandbox"],
-                                       ("resume", "fork"))
+            argv = _no_prompt(argv, kind, command_len)
         elif kind == "codex":
             # Codex's own sandbox cannot start inside bubblewrap (nested user namespaces are off).
-            argv = _insert_options(argv, command_len, ["-s", "danger-full-access"], ("resume", "fork"))
+            argv = _insert_options(argv, command_len, ["-s", "danger-full-access"], SUBCOMMANDS[kind])
         wrapped = agent_bwrap.wrap(sandbox, argv, plan_env, ports=ports, show=show)
         return LaunchPlan(wrapped, plan_env, mode, ["bubblewrap"], sandbox=sandbox)
     if mode == "docker":

@@ -100,33 +100,32 @@ def research_job(*, cwd: str | Path, worktree: str | Path, artifact_dir: str | P
                  env: Mapping[str, str], network: bool = False, gpus: bool = True) -> Profile:
     """A trial's job: see the module docstring.  *hidden*: the repository's own secrets (its root,
     ``.git``, agentdeck's state and trial folders), added to :func:`base_hidden`."""
-    all_hidden = [*base_hidden(), *hidden]
-    devices = gpu_devices() if gpus else []
-    return Profile(
-        cwd=str(cwd),
-        writable=(str(artifact_dir),),
-        read_only=(str(worktree), *path_binds(env.get("PATH", ""), [*all_hidden, *PRIVATE]),
-                   *_readable_extras(network, devices)),
-        hidden=tuple(all_hidden),
-        devices=tuple(devices),
-        network=network,
-        home=PRIVATE_HOME,
-        env=dict(env),
-    ).resolved()
+    return _trial_profile(cwd=cwd, writable=(str(artifact_dir),), read_only=(str(worktree),), hidden=hidden,
+                          env=env, network=network, gpus=gpus)
 
 
 def research_eval(*, cwd: str | Path, tree: str | Path, artifact_dir: str | Path, hidden: Iterable[str],
                   env: Mapping[str, str], gpus: bool = True) -> Profile:
     """A trial's evaluation: its committed files (*tree*) and the job's artifacts, read-only."""
+    return _trial_profile(cwd=cwd, writable=(), read_only=(str(tree), str(artifact_dir)), hidden=hidden,
+                          env=env, network=False, gpus=gpus)
+
+
+def _trial_profile(*, cwd: str | Path, writable: tuple[str, ...], read_only: tuple[str, ...],
+                   hidden: Iterable[str], env: Mapping[str, str], network: bool, gpus: bool) -> Profile:
+    """What a trial's job and its evaluation share: :func:`base_hidden` plus *hidden*, the folders
+    on ``PATH`` and the readable extras shown again after *read_only*, the GPUs when *gpus*, the
+    private home, the environment *env*."""
     all_hidden = [*base_hidden(), *hidden]
     devices = gpu_devices() if gpus else []
     return Profile(
         cwd=str(cwd),
-        read_only=(str(tree), str(artifact_dir), *path_binds(env.get("PATH", ""), [*all_hidden, *PRIVATE]),
-                   *_readable_extras(False, devices)),
+        writable=writable,
+        read_only=(*read_only, *path_binds(env.get("PATH", ""), [*all_hidden, *PRIVATE]),
+                   *_readable_extras(network, devices)),
         hidden=tuple(all_hidden),
         devices=tuple(devices),
-        network=False,
+        network=network,
         home=PRIVATE_HOME,
         env=dict(env),
     ).resolved()
