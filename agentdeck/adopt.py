@@ -52,14 +52,11 @@ class DeckState(Protocol):
     any part of it: adoption runs while the deck is being built, and from ``gc``).  A protocol,
     so this module sits beside the deck without importing it."""
 
-    @property
-    def repo(self) -> paths.RepoPaths: ...
-    @property
-    def config(self) -> Config: ...
-    @property
-    def store(self) -> Store: ...
-    @property
-    def tmux(self) -> Tmux: ...
+    repo: paths.RepoPaths
+    config: Config
+    store: Store
+    tmux: Tmux
+
     @property
     def session_prefix(self) -> str: ...
     @property

@@ -27,12 +27,22 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
 def _check(name: str, level: str, detail: str, fix: str = "") -> dict[str, Any]:
     return {"name": name, "level": level, "detail": detail, "fix": fix}
+
+
+def _tool_check(name: str, version: Callable[[], tuple[int, ...]], minimum: tuple[int, ...], fix: str,
+                missing_fix: str = "") -> dict[str, Any]:
+    """A program agentdeck runs: on the PATH, and at least version *minimum*."""
+    if not shutil.which(name):
+        return _check(name, "error", "not found", missing_fix or fix)
+    v = version()
+    return _check(name, "ok" if v >= minimum else "error", f"{v[0]}.{v[1]}", fix)
 
 
 def run_checks(repo: str | None = None, fix: bool = False) -> list[dict[str, Any]]:
@@ -43,18 +53,9 @@ def run_checks(repo: str | None = None, fix: bool = False) -> list[dict[str, Any
     py = sys.version_info
     checks.append(_check("python", "ok" if py >= (3, 10) else "error", f"{py.major}.{py.minor}.{py.micro}",
                          "install Python >= 3.10"))
-    if shutil.which("git"):
-        v = git.version()
-        ok = v >= git.MIN_GIT
-        checks.append(_check("git", "ok" if ok else "error", f"{v[0]}.{v[1]}", "install git >= 2.38"))
-    else:
-        checks.append(_check("git", "error", "not found", "install git >= 2.38"))
-    if shutil.which("tmux"):
-        v = tmux.version()
-        ok = v >= tmux.MIN_TMUX
-        checks.append(_check("tmux", "ok" if ok else "error", f"{v[0]}.{v[1]}", "install tmux >= 3.2"))
-    else:
-        checks.append(_check("tmux", "error", "not found", "install tmux >= 3.2 (apt-get install tmux)"))
+    checks.append(_tool_check("git", git.version, git.MIN_GIT, "install git >= 2.38"))
+    checks.append(_tool_check("tmux", tmux.version, tmux.MIN_TMUX, "install tmux >= 3.2",
+                              missing_fix="install tmux >= 3.2 (apt-get install tmux)"))
 
     from agentdeck import paths
     from agentdeck.config import load_config

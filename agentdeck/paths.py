@@ -59,6 +59,17 @@ def user_data_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "agentdeck"
 
 
+class _InState:
+    """A location in a repository's state folder: a class attribute of :class:`RepoPaths` that
+    reads as ``<state_dir>/<name>``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, repo: RepoPaths, owner: type | None = None) -> Path:
+        return repo.state_dir / self.name
+
+
 @dataclass(frozen=True)
 class RepoPaths:
     """The locations of one repository, wherever inside it a command runs."""
@@ -70,26 +81,11 @@ class RepoPaths:
     def state_dir(self) -> Path:
         return self.common_dir / "agentdeck"
 
-    @property
-    def db_path(self) -> Path:
-        return self.state_dir / "state.db"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.state_dir / "logs"
-
-    @property
-    def screens_dir(self) -> Path:
-        """Last screens of exited agents (for ``peek``)."""
-        return self.state_dir / "screens"
-
-    @property
-    def memory_dir(self) -> Path:
-        return self.state_dir / "memory"
-
-    @property
-    def research_dir(self) -> Path:
-        return self.state_dir / "research"
+    db_path = _InState("state.db")
+    logs_dir = _InState("logs")
+    screens_dir = _InState("screens")  # last screens of exited agents (for ``peek``)
+    memory_dir = _InState("memory")
+    research_dir = _InState("research")
 
     @property
     def repo_id(self) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from mcp_support import http_session, kill_server, post
+from mcp_support import agent_row, http_session, kill_server, post
 from memory_support import _no_memory_env  # noqa: F401
 from support import make_repo, retry_until, run_cli
 
@@ -100,11 +100,16 @@ def test_first_prompt_waits_for_the_tools_and_writes_as_the_agent(tmp_path):
     assert token not in json.dumps(mcp_config)
     assert mcp_config["mcpServers"]["agentdeck"]["headers"] == {"Authorization": "Bearer ${AGENTDECK_MCP_TOKEN}"}
 
-    # Killed: the agent's token no longer opens the server.
-    port = service.recorded_port(Store(paths.find_repo(repo).db_path))
+    # Killed: the agent's token no longer opens the server (another agent, being launched by this
+    # process, keeps the server from ending once scribe is gone, however slow the kill is).
+    store = Store(paths.find_repo(repo).db_path)
+    agent_row(store, "keeper", repo)
+    port = service.recorded_port(store)
     assert post(port, {"Authorization": f"Bearer {token}"})[0] == 200
     assert run_cli("kill", "scribe", "--discard", cwd=repo).returncode == 0
     assert post(port, {"Authorization": f"Bearer {token}"})[0] == 401
+    store.delete_agent("keeper")
+    store.close()
 
 
 def test_a_killed_server_comes_back_on_its_port_and_doctor_names_agents_left_behind(tmp_path):

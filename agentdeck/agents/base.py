@@ -192,6 +192,10 @@ class UsageSource(Protocol):
         ...
 
 
+#: The last lines of the screen where a CLI's dialogs (folder trust, sign-in, approval) are looked for.
+DIALOG_LINES = 30
+
+
 class Adapter:
     """Base adapter; the generic kind uses it almost as is."""
 
@@ -212,12 +216,16 @@ class Adapter:
         self.config = config
         if agent_def.quiet_s:
             self.quiet_s = agent_def.quiet_s
-        self.screen_rules: tuple[ScreenRule, ...] = self.SCREEN_RULES or self.pattern_rules(agent_def)
+        rules = self.SCREEN_RULES or self.pattern_rules(agent_def)
+        if self.trust_re is not None:  # dialog_action answers it: still starting, not waiting for the user
+            rules = (ScreenRule(None, "folder trust dialog", (self.trust_re,), DIALOG_LINES), *rules)
+        self.screen_rules: tuple[ScreenRule, ...] = rules
         #: The screen table knows this CLI's prompt: until it shows, the CLI is still starting.
         self.knows_prompt = any(rule.status == "idle" for rule in self.screen_rules)
 
     #: The CLI's screen table, first match wins (:func:`classify_screen`); empty: the definition's
-    #: ``waiting_pattern`` / ``working_pattern`` / ``idle_pattern`` (:meth:`pattern_rules`).
+    #: ``waiting_pattern`` / ``working_pattern`` / ``idle_pattern`` (:meth:`pattern_rules`).  A CLI
+    #: with a folder-trust dialog (:attr:`trust_re`) gets that dialog's row first.
     SCREEN_RULES: tuple[ScreenRule, ...] = ()
 
     @staticmethod
@@ -287,6 +295,11 @@ class Adapter:
         prompt at launch starts its first turn before its MCP servers are connected."""
         return False
 
+    def prompt_args(self, ctx: LaunchContext, *flag: str) -> list[str]:
+        """The initial prompt as launch arguments (after *flag*, if given): none without a prompt,
+        or when it is typed once the tools are listed (:meth:`prompt_waits_for_tools`)."""
+        return [*flag, ctx.prompt] if ctx.prompt and not self.prompt_waits_for_tools(ctx) else []
+
     def after_launch(self, ctx: LaunchContext, pane: PaneIO) -> dict[str, Any]:
         """Called once the pane exists; returns updates for the agent's persisted ``extra``."""
         return {}
@@ -323,7 +336,7 @@ class Adapter:
         """
         if self.trust_re is None or self.trust_selected_re is None:
             return None
-        bottom = "\n".join(screen.rstrip().splitlines()[-30:])
+        bottom = "\n".join(screen.rstrip().splitlines()[-DIALOG_LINES:])
         if self.trust_re.search(bottom) and self.trust_selected_re.search(bottom):
             return ["Enter"]
         return None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentdeck.cli_util import open_deck, print_json
+from agentdeck.cli_util import open_deck, print_json, respond
 from agentdeck.deck import AgentView
 from agentdeck.errors import Refused, UsageError
 
@@ -114,13 +114,9 @@ def cmd_new(args: Any) -> int:
         recs = deck.new_many(specs, args.definition, args.base, args.cwd_subdir, **sandbox)
     else:
         recs = [deck.new(args.name, args.definition, args.prompt, args.base, args.cwd_subdir, **sandbox)]
-    if args.json:
-        views = [AgentView(r).to_json() for r in recs]
-        print_json(views if len(views) > 1 or args.count or args.foreach else views[0])
-    else:
-        for rec in recs:
-            print(f"created {rec.name}: branch {rec.branch}, worktree {rec.worktree}")
-    return 0
+    views = [AgentView(r).to_json() for r in recs]
+    return respond(args, views if len(views) > 1 or args.count or args.foreach else views[0],
+                   *(f"created {rec.name}: branch {rec.branch}, worktree {rec.worktree}" for rec in recs))
 
 
 def cmd_broadcast(args: Any) -> int:
@@ -132,43 +128,30 @@ def cmd_broadcast(args: Any) -> int:
     if not names:
         raise Refused("no agents to broadcast to (none is running)")
     results = deck.broadcast(names, args.text, force=args.force)
-    if args.json:
-        print_json(results)
-    else:
-        for name, result in results.items():
-            print(f"{name}: {result}")
+    respond(args, results, *(f"{name}: {result}" for name, result in results.items()))
     return 0 if all(r == "sent" for r in results.values()) else 1
 
 
 def cmd_fork(args: Any) -> int:
     rec = open_deck(args).fork(args.name, args.new_name, args.prompt)
-    if args.json:
-        print_json(AgentView(rec).to_json())
-    else:
-        print(f"forked {args.name} as {rec.name}: branch {rec.branch}, worktree {rec.worktree}")
-    return 0
+    return respond(args, AgentView(rec).to_json(),
+                   f"forked {args.name} as {rec.name}: branch {rec.branch}, worktree {rec.worktree}")
 
 
 def cmd_send(args: Any) -> int:
     deck = open_deck(args)
     deck.send(args.name, args.text, force=args.force)
-    if args.json:
-        print_json({"name": args.name, "sent": True})
-    return 0
+    return respond(args, {"name": args.name, "sent": True})
 
 
 def cmd_approve(args: Any) -> int:
     open_deck(args).approve(args.name)
-    if args.json:
-        print_json({"name": args.name, "approved": True})
-    return 0
+    return respond(args, {"name": args.name, "approved": True})
 
 
 def cmd_deny(args: Any) -> int:
     open_deck(args).deny(args.name)
-    if args.json:
-        print_json({"name": args.name, "denied": True})
-    return 0
+    return respond(args, {"name": args.name, "denied": True})
 
 
 def cmd_attach(args: Any) -> int:
@@ -190,11 +173,8 @@ def cmd_restart(args: Any) -> int:
         names = [deck.restart(args.name).name]
     else:
         raise UsageError("restart needs an agent NAME or --all")
-    if args.json:
-        print_json({"restarted": names})
-    else:
-        print("restarted " + (", ".join(names) if names else "nothing (no exited agents)"))
-    return 0
+    return respond(args, {"restarted": names},
+                   "restarted " + (", ".join(names) if names else "nothing (no exited agents)"))
 
 
 def cmd_kill(args: Any) -> int:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from agentdeck.cli_util import open_deck, print_json
+from agentdeck.cli_util import open_deck, print_json, respond
 from agentdeck.doctor import run_checks
 
 
@@ -46,20 +46,11 @@ def cmd_recover(args: Any) -> int:
     deck = open_deck(args)
     if args.ref:
         branch = deck.recover(args.ref)
-        if args.json:
-            print_json({"ref": args.ref, "branch": branch})
-        else:
-            print(f"restored {args.ref} as branch {branch}")
-        return 0
+        return respond(args, {"ref": args.ref, "branch": branch}, f"restored {args.ref} as branch {branch}")
     refs = deck.recovery_refs()
-    if args.json:
-        print_json(refs)
-    elif not refs:
-        print("no recovery refs")
-    else:
-        for r in refs:
-            print(f"{r['ref'].removeprefix('refs/agentdeck/trash/')}  {r['commit'][:10]}  {r['date']}  {r['subject']}")
-    return 0
+    lines = [f"{r['ref'].removeprefix('refs/agentdeck/trash/')}  {r['commit'][:10]}  {r['date']}  {r['subject']}"
+             for r in refs]
+    return respond(args, refs, *(lines or ["no recovery refs"]))
 
 
 def cmd_gc(args: Any) -> int:

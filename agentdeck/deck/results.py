@@ -38,14 +38,24 @@ class StuckItem:
 
 
 @dataclass
-class GcPlan:
-    """What ``gc`` would remove (``Deck.gc_plan``): worktrees and tmux sessions no agent owns, expired
-    recovery refs, git worktree entries to prune, agents left by an interrupted launch or removal,
-    and trash folders of an interrupted removal."""
+class _ByKind:
+    """Names by kind of thing, as ``gc`` plans and reports them: worktrees, tmux sessions and
+    recovery refs first, then each subclass's kinds; :meth:`to_json` keeps that order."""
 
     worktrees: list[str] = field(default_factory=list)
     sessions: list[str] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class GcPlan(_ByKind):
+    """What ``gc`` would remove (``Deck.gc_plan``): worktrees and tmux sessions no agent owns, expired
+    recovery refs, git worktree entries to prune, agents left by an interrupted launch or removal,
+    and trash folders of an interrupted removal."""
+
     prune: list[str] = field(default_factory=list)
     agents: list[str] = field(default_factory=list)
     trash: list[str] = field(default_factory=list)
@@ -53,21 +63,13 @@ class GcPlan:
     def total(self) -> int:
         return sum(len(items) for items in self.to_json().values())
 
-    def to_json(self) -> dict[str, list[str]]:
-        return dataclasses.asdict(self)
-
 
 @dataclass
-class GcReport:
-    """What ``Deck.gc`` removed, and the recovery refs where it ``saved`` work first."""
+class GcReport(_ByKind):
+    """What ``Deck.gc`` removed (``pruned``: git worktree entries), and the recovery refs where
+    it ``saved`` work first."""
 
-    worktrees: list[str] = field(default_factory=list)
-    sessions: list[str] = field(default_factory=list)
-    refs: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     agents: list[str] = field(default_factory=list)
     trash: list[str] = field(default_factory=list)
     saved: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, list[str]]:
-        return dataclasses.asdict(self)

@@ -1,7 +1,7 @@
 """agentdeck's MCP server (named ``agentdeck``): a face, like the CLI and the TUI.
 
 * :mod:`agentdeck.mcp.context` - what the tool groups share: the caller, the server context,
-  ``tool_errors``;
+  ``tool_errors``, ``tool_adder``;
 * :mod:`agentdeck.mcp.server` - the group registry (``TOOL_GROUPS``), ``build_server`` and the
   stdio entry point (``agentdeck mcp``);
 * :mod:`agentdeck.mcp.memory_tools`, :mod:`agentdeck.mcp.research_tools`,

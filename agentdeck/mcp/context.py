@@ -4,7 +4,8 @@
   from its bearer token (:mod:`agentdeck.mcp.http_app`), whatever the request says; unset
   over stdio, where the caller is the process's ``AGENTDECK_AGENT`` (or ``user``);
 * :class:`ServerContext` - who calls, where it runs, lazily opened subsystems;
-* :func:`tool_errors` - agentdeck's own errors as MCP tool errors (one line, ``is_error``).
+* :func:`tool_errors` - agentdeck's own errors as MCP tool errors (one line, ``is_error``);
+* :func:`tool_adder` - the decorator each tool group registers its tools with.
 """
 
 from __future__ import annotations
@@ -136,3 +137,18 @@ def tool_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise ToolError(f"{type(err).__name__}: {err.strerror or err}") from None
 
     return wrapper
+
+
+def tool_adder(server: Any) -> Callable[[Any, str], Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """The decorator of one group's tools: ``@tool(annotations, "Title")`` wraps the function in
+    :func:`tool_errors` and adds it to *server* (tools are listed in the order they are defined)."""
+
+    def tool(annotations: Any, title: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+            wrapped = tool_errors(fn)
+            server.add_tool(wrapped, annotations=annotations, title=title)
+            return wrapped
+
+        return add
+
+    return tool

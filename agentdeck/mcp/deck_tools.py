@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from agentdeck.mcp.context import tool_errors
+from agentdeck.mcp.context import tool_adder
 from agentdeck.views import AgentView
 
 STATUS_LIST = "starting, working, waiting, idle, exited"
@@ -23,17 +23,18 @@ STATUS_LIST = "starting, working, waiting, idle, exited"
 def register_deck_tools(server: Any, context: Any) -> None:
     if not context.config.mcp.deck_tools:
         return
+    tool = tool_adder(server)
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
     acting = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                              open_world_hint=False)
     Name = Annotated[str, Field(min_length=1, max_length=64, description="an agent name from deck_list_agents")]
 
-    @tool_errors
+    @tool(read_only, "List agents")
     def deck_list_agents() -> list[dict[str, Any]]:
         """Every agent of this repository: name, definition, status, branch, worktree, created_at."""
         return [a.to_json() for a in context.deck.agents()]
 
-    @tool_errors
+    @tool(acting, "Spawn an agent")
     def deck_spawn_agent(
         name: Annotated[str, Field(min_length=1, max_length=64, description="a new, unused agent name")],
         prompt: Annotated[str, Field(max_length=20_000, description="the task for the new agent")],
@@ -45,7 +46,7 @@ def register_deck_tools(server: Any, context: Any) -> None:
         context.deck.store.add_event(rec.name, "spawned", "mcp", detail={"by": context.current_agent})
         return AgentView(rec).to_json()
 
-    @tool_errors
+    @tool(acting, "Send text to an agent")
     def deck_send(
         name: Name,
         text: Annotated[str, Field(min_length=1, max_length=20_000, description="text to type and submit")],
@@ -54,7 +55,7 @@ def register_deck_tools(server: Any, context: Any) -> None:
         context.deck.send(name, text)
         return {"name": name, "sent": True}
 
-    @tool_errors
+    @tool(read_only, "Agent status and screen")
     def deck_agent_status(
         name: Name,
         screen_lines: Annotated[int, Field(ge=0, le=200, description="last screen lines to include")] = 20,
@@ -67,12 +68,12 @@ def register_deck_tools(server: Any, context: Any) -> None:
             data["screen"] = "\n".join(lines[-screen_lines:])
         return data
 
-    @tool_errors
+    @tool(read_only, "Agent diff")
     def deck_agent_diff(name: Name) -> dict[str, Any]:
         """What an agent changed against its base: files with added/removed lines, and the patch."""
         return _diff(context.deck, name)
 
-    @tool_errors
+    @tool(read_only, "Wait for an agent's status")
     def deck_wait(
         name: Name,
         until: Annotated[list[str], Field(min_length=1, description=f"statuses to wait for: {STATUS_LIST}")],
@@ -80,13 +81,6 @@ def register_deck_tools(server: Any, context: Any) -> None:
     ) -> dict[str, Any]:
         """Block until an agent reaches one of the statuses (an error on timeout)."""
         return {"name": name, "status": context.deck.wait(name, set(until), timeout_s)}
-
-    server.add_tool(deck_list_agents, annotations=read_only, title="List agents")
-    server.add_tool(deck_spawn_agent, annotations=acting, title="Spawn an agent")
-    server.add_tool(deck_send, annotations=acting, title="Send text to an agent")
-    server.add_tool(deck_agent_status, annotations=read_only, title="Agent status and screen")
-    server.add_tool(deck_agent_diff, annotations=read_only, title="Agent diff")
-    server.add_tool(deck_wait, annotations=read_only, title="Wait for an agent's status")
 
 
 def _diff(deck: Any, name: str, max_lines: int = 2000) -> dict[str, Any]:

@@ -16,11 +16,12 @@ from typing import Annotated, Any
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from agentdeck.mcp.context import ServerContext, tool_errors
+from agentdeck.mcp.context import ServerContext, tool_adder
 from agentdeck.memory.store import MAX_BODY, MAX_JOURNAL_ENTRY, MAX_TAGS, MAX_TITLE
 
 
 def register_memory_tools(server: Any, context: ServerContext) -> None:
+    tool = tool_adder(server)
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
     additive = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                                open_world_hint=False)
@@ -34,7 +35,7 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
         keep = ("id", "title", "kind", "tags", "author", "updated", "version", "path", "snippet", "summary")
         return {k: row[k] for k in keep if k in row}
 
-    @tool_errors
+    @tool(read_only, "Search shared memory")
     def memory_search(
         query: Annotated[str, Field(min_length=1, max_length=500, description="words to look for")],
         limit: Annotated[int, Field(ge=1, le=100, description="most results to return")] = 10,
@@ -42,7 +43,7 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
         """Search the shared memory (full text, best match first). Returns id, title, kind, tags, snippet."""
         return [public(hit) for hit in context.memory.search(query, limit, sync=context.read_sync)]
 
-    @tool_errors
+    @tool(read_only, "Read a memory note")
     def memory_read(id: NoteId) -> dict[str, Any]:
         """Read one note in full (frontmatter fields, body, and its version for memory_update).
 
@@ -50,7 +51,7 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
         """
         return context.memory.get(id).to_json()
 
-    @tool_errors
+    @tool(additive, "Write a new memory note")
     def memory_write(
         title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE, description="one specific line")],
         body: Annotated[str, Field(max_length=MAX_BODY, description="Markdown: what, why, how you know")],
@@ -66,7 +67,7 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
         note = context.writer().add(title, body, tags=tags, kind=kind)
         return _saved({"id": note.id, "path": str(note.path), "version": note.version}, note)
 
-    @tool_errors
+    @tool(rewriting, "Update a memory note")
     def memory_update(
         id: NoteId,
         body: Annotated[str, Field(max_length=MAX_BODY, description="the note's complete new body")],
@@ -76,7 +77,7 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
         note = context.writer().update(id, body=body, expected_version=expected_version)
         return _saved({"id": note.id, "path": str(note.path), "version": note.version}, note)
 
-    @tool_errors
+    @tool(additive, "Append to your journal")
     def memory_append_journal(
         text: Annotated[str, Field(min_length=1, max_length=MAX_JOURNAL_ENTRY, description="what you did or learned")],
     ) -> dict[str, Any]:
@@ -87,19 +88,12 @@ def register_memory_tools(server: Any, context: ServerContext) -> None:
         note = context.writer().append_journal(text)
         return _saved({"id": note.id, "path": str(note.path)}, note)
 
-    @tool_errors
+    @tool(read_only, "Recent memory notes")
     def memory_recent(
         limit: Annotated[int, Field(ge=1, le=200, description="most notes to return")] = 20,
     ) -> list[dict[str, Any]]:
         """The most recently written or updated notes, newest first."""
         return [public(row) for row in context.memory.recent(limit, sync=context.read_sync)]
-
-    server.add_tool(memory_search, annotations=read_only, title="Search shared memory")
-    server.add_tool(memory_read, annotations=read_only, title="Read a memory note")
-    server.add_tool(memory_write, annotations=additive, title="Write a new memory note")
-    server.add_tool(memory_update, annotations=rewriting, title="Update a memory note")
-    server.add_tool(memory_append_journal, annotations=additive, title="Append to your journal")
-    server.add_tool(memory_recent, annotations=read_only, title="Recent memory notes")
 
 
 def _saved(result: dict[str, Any], note: Any) -> dict[str, Any]:

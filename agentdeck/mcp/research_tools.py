@@ -20,16 +20,17 @@ from typing import Annotated, Any
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from agentdeck.mcp.context import tool_errors
+from agentdeck.mcp.context import tool_adder
 
 MAX_DESCRIPTION = 300
 
 
 def register_research_tools(server: Any, context: Any) -> None:
+    tool = tool_adder(server)
     submitting = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                                  open_world_hint=False)
 
-    @tool_errors
+    @tool(submitting, "Submit a research change")
     def research_submit(
         description: Annotated[str, Field(min_length=1, max_length=MAX_DESCRIPTION, description=(
             "one line saying what you changed and why, e.g. 'halve the learning rate warmup'"))],
@@ -46,5 +47,3 @@ def register_research_tools(server: Any, context: Any) -> None:
         caller = context.current_agent
         agent = caller if caller and caller != "user" else None
         return submit_from_agent(description, agent=agent, cwd=str(context.cwd))
-
-    server.add_tool(research_submit, annotations=submitting, title="Submit a research change")

@@ -12,13 +12,15 @@ import os
 import sys
 from typing import Any
 
+from agentdeck.cli_util import print_json, respond, show_help
+
 HELP = "the shared memory: Markdown notes every agent and you read and write"
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("memory", help=HELP, description=HELP + ". The store lives under the "
                               "repository's git common dir (or [memory] dir); see memory/README.md.")
-    p.set_defaults(func=lambda args: _help(p))
+    p.set_defaults(func=lambda args: show_help(p))
     sub = p.add_subparsers(dest="memory_command", metavar="ACTION")
 
     def cmd(name: str, help_: str, func) -> argparse.ArgumentParser:
@@ -80,11 +82,6 @@ def register(subparsers: Any) -> None:
     m.set_defaults(func=cmd_mcp)
 
 
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -99,24 +96,17 @@ def _store(args: Any):
     return MemoryStore.open()
 
 
-def _warn(*notes: Any) -> None:
-    """A write that saved its file but not the search index says so on stderr (exit status stays 0)."""
-    for note in notes:
-        if getattr(note, "warning", ""):
-            print(f"agentdeck: warning: {note.warning}", file=sys.stderr)
+def _saved(args: Any, note: Any, data: dict[str, Any], line: str) -> int:
+    """A write's answer: *data* with ``--json`` (plus ``warning``), else *line*.
 
-
-def _with_warning(data: dict[str, Any], *notes: Any) -> dict[str, Any]:
-    warnings = [n.warning for n in notes if getattr(n, "warning", "")]
-    if warnings:
-        data["warning"] = "; ".join(warnings)
-    return data
-
-
-def _json(obj: Any) -> None:
-    from agentdeck.cli_util import print_json
-
-    print_json(obj)
+    A write that saved its file but not the search index says so on stderr too (the note's
+    ``warning``); the exit status stays 0.
+    """
+    warning = getattr(note, "warning", "")
+    if warning:
+        print(f"agentdeck: warning: {warning}", file=sys.stderr)
+        data["warning"] = warning
+    return respond(args, data, line)
 
 
 STDIN_WAIT_S = 5.0
@@ -155,13 +145,8 @@ def cmd_add(args: Any) -> int:
     body = args.body if args.body is not None else _read_stdin()
     store = _store(args)
     note = store.add(args.title, body, tags=args.tags, kind=args.kind)
-    _warn(note)
-    if args.json:
-        _json(_with_warning({"id": note.id, "path": str(note.path), "version": note.version, "title": note.title},
-                            note))
-    else:
-        print(f"added {note.id}  ({note.path})")
-    return 0
+    return _saved(args, note, {"id": note.id, "path": str(note.path), "version": note.version, "title": note.title},
+                  f"added {note.id}  ({note.path})")
 
 
 def cmd_search(args: Any) -> int:
@@ -173,7 +158,7 @@ def cmd_search(args: Any) -> int:
     hits = store.search(args.query, args.limit, sync=True, kinds=args.kinds)
     if args.json:
         keys = ("id", "title", "kind", "tags", "path", "snippet", "author", "updated", "score")
-        _json([{k: h[k] for k in keys if k in h} for h in hits])
+        print_json([{k: h[k] for k in keys if k in h} for h in hits])
         return 0
     if not hits:
         print(f"no notes match {args.query!r}")
@@ -190,7 +175,7 @@ def cmd_show(args: Any) -> int:
     store = _store(args)
     note = store.get(args.id)
     if args.json:
-        _json(note.to_json())
+        print_json(note.to_json())
         return 0
     text = store.read_text(note.id) if note.path else note.render()  # never through a link
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -228,11 +213,7 @@ def cmd_edit(args: Any) -> int:
         edited = fh.read()
     if edited == original:
         os.unlink(tmp)
-        if args.json:
-            _json({"id": doc_id, "version": note.version, "changed": False})
-        else:
-            print(f"no change to {doc_id}")
-        return 0
+        return respond(args, {"id": doc_id, "version": note.version, "changed": False}, f"no change to {doc_id}")
     try:
         updated = store.edit_text(doc_id, edited, expected_version=note.version)
     except Refused as err:
@@ -240,36 +221,22 @@ def cmd_edit(args: Any) -> int:
     except UsageError as err:
         raise UsageError(f"{err} (your edited text is kept in {tmp})") from None
     os.unlink(tmp)
-    _warn(updated)
-    if args.json:
-        _json(_with_warning({"id": updated.id, "version": updated.version, "changed": True,
-                             "path": str(updated.path)}, updated))
-    else:
-        print(f"updated {updated.id} to version {updated.version}")
-    return 0
+    return _saved(args, updated, {"id": updated.id, "version": updated.version, "changed": True,
+                                  "path": str(updated.path)}, f"updated {updated.id} to version {updated.version}")
 
 
 def cmd_supersede(args: Any) -> int:
     store = _store(args)
     old, new = store.supersede(args.id, args.by)
-    _warn(old)
-    if args.json:
-        _json(_with_warning({"id": old.id, "status": old.status, "superseded_by": new.id,
-                             "version": old.version}, old))
-    else:
-        print(f"{old.id} is superseded by {new.id} (hidden from search, kept on disk)")
-    return 0
+    return _saved(args, old, {"id": old.id, "status": old.status, "superseded_by": new.id, "version": old.version},
+                  f"{old.id} is superseded by {new.id} (hidden from search, kept on disk)")
 
 
 def cmd_forget(args: Any) -> int:
     store = _store(args)
     note = store.forget(args.id)
-    _warn(note)
-    if args.json:
-        _json(_with_warning({"id": note.id, "status": note.status, "version": note.version}, note))
-    else:
-        print(f"forgot {note.id} (hidden from search, kept at {note.path})")
-    return 0
+    return _saved(args, note, {"id": note.id, "status": note.status, "version": note.version},
+                  f"forgot {note.id} (hidden from search, kept at {note.path})")
 
 
 def cmd_recent(args: Any) -> int:
@@ -281,7 +248,7 @@ def cmd_recent(args: Any) -> int:
     rows = store.recent(args.limit, sync=True, include_hidden=args.all)
     if args.json:
         keys = ("id", "title", "kind", "tags", "path", "author", "updated", "status", "version", "summary")
-        _json([{k: r[k] for k in keys if k in r} for r in rows])
+        print_json([{k: r[k] for k in keys if k in r} for r in rows])
         return 0
     if not rows:
         print("no notes yet; add one with `agentdeck memory add TITLE --body TEXT`")
@@ -301,23 +268,15 @@ def cmd_reindex(args: Any) -> int:
     start = time.perf_counter()
     count = store.reindex()
     seconds = time.perf_counter() - start
-    if args.json:
-        _json({"documents": count, "seconds": round(seconds, 3), "index": str(store.index_path)})
-    else:
-        print(f"reindexed {count} document(s) from {store.root} in {seconds:.2f}s")
-    return 0
+    return respond(args, {"documents": count, "seconds": round(seconds, 3), "index": str(store.index_path)},
+                   f"reindexed {count} document(s) from {store.root} in {seconds:.2f}s")
 
 
 def cmd_journal(args: Any) -> int:
     text = args.text if args.text is not None else _read_stdin()
     store = _store(args)
     note = store.append_journal(text)
-    _warn(note)
-    if args.json:
-        _json(_with_warning({"id": note.id, "path": str(note.path)}, note))
-    else:
-        print(f"appended to {note.id}  ({note.path})")
-    return 0
+    return _saved(args, note, {"id": note.id, "path": str(note.path)}, f"appended to {note.id}  ({note.path})")
 
 
 def cmd_brief(args: Any) -> int:
@@ -356,14 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        return show_help(parser)
     try:
         return int(args.func(args) or 0)
     except AgentdeckError as err:
         print(f"agentdeck: error: {err}", file=sys.stderr)
         if getattr(args, "json", False):
-            _json({"error": str(err)})
+            print_json({"error": str(err)})
         return err.exit_code
 
 

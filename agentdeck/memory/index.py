@@ -28,12 +28,13 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentdeck import fsutil
 from agentdeck.errors import Refused
+from agentdeck.memory.notes import Note
 from agentdeck.store import transaction
 
 MIGRATIONS: list[str] = [
@@ -87,21 +88,26 @@ STOPWORDS = frozenset(
 
 @dataclass
 class IndexDoc:
-    """One file as the index sees it."""
+    """One file as the index sees it: the note read from it, where it is, and its fingerprint."""
 
-    id: str
+    note: Note
     path: str  # relative to the memory root, with forward slashes
-    title: str = ""
-    kind: str = "note"
-    tags: list[str] = field(default_factory=list)
-    author: str = ""
-    branch: str = ""
-    created: str = ""
-    updated: str = ""
-    status: str = "active"
-    version: int = 1
-    body: str = ""
     fingerprint: tuple[int, int, int] = (0, 0, 0)  # (inode, mtime_ns, size)
+
+    @property
+    def id(self) -> str:
+        return self.note.id
+
+    def row(self) -> tuple[Any, ...]:
+        """Its ``docs`` columns, ``id`` to ``size``."""
+        n = self.note
+        return (n.id, self.path, n.title, n.kind, json.dumps(n.tags), n.author, n.branch, n.created, n.updated,
+                n.status, n.version, summarize(n.body), *self.fingerprint)
+
+    def text(self) -> tuple[str, str, str] | None:
+        """Its ``docs_fts`` columns (title, tags, body); None unless active (only those are searched)."""
+        n = self.note
+        return (n.title, " ".join(n.tags), n.body) if n.status == "active" else None
 
 
 def summarize(body: str, limit: int = SUMMARY_CHARS) -> str:
@@ -261,13 +267,10 @@ class MemoryIndex:
         rows = []
         texts = []
         for i, doc in enumerate(docs, start=offset + 1):
-            ino, mtime_ns, size = doc.fingerprint
-            rows.append((
-                i, doc.id, doc.path, doc.title, doc.kind, json.dumps(doc.tags), doc.author, doc.branch,
-                doc.created, doc.updated, doc.status, doc.version, summarize(doc.body), ino, mtime_ns, size,
-            ))
-            if doc.status == "active":
-                texts.append((i, doc.title, " ".join(doc.tags), doc.body))
+            rows.append((i, *doc.row()))
+            text = doc.text()
+            if text is not None:
+                texts.append((i, *text))
         conn.executemany(
             """INSERT INTO docs (rowid, id, path, title, kind, tags, author, branch, created, updated, status,
                version, summary, ino, mtime_ns, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
@@ -277,20 +280,14 @@ class MemoryIndex:
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, doc: IndexDoc) -> None:
-        ino, mtime_ns, size = doc.fingerprint
         cur = conn.execute(
             """INSERT INTO docs (id, path, title, kind, tags, author, branch, created, updated, status,
                version, summary, ino, mtime_ns, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-            (
-                doc.id, doc.path, doc.title, doc.kind, json.dumps(doc.tags), doc.author, doc.branch,
-                doc.created, doc.updated, doc.status, doc.version, summarize(doc.body), ino, mtime_ns, size,
-            ),
+            doc.row(),
         )
-        if doc.status == "active":
-            conn.execute(
-                "INSERT INTO docs_fts (rowid, title, tags, body) VALUES (?,?,?,?)",
-                (cur.lastrowid, doc.title, " ".join(doc.tags), doc.body),
-            )
+        text = doc.text()
+        if text is not None:
+            conn.execute("INSERT INTO docs_fts (rowid, title, tags, body) VALUES (?,?,?,?)", (cur.lastrowid, *text))
 
     @staticmethod
     def _delete(conn: sqlite3.Connection, doc_id: str) -> None:

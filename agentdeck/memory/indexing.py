@@ -114,11 +114,7 @@ class Indexing:
         except (FileNotFoundError, Refused, IsADirectoryError):
             return None
         note = self._note_from(doc_id, text, path, mtime)
-        return IndexDoc(
-            id=note.id, path=rel, title=note.title, kind=note.kind, tags=note.tags,
-            author=note.author, branch=note.branch, created=note.created, updated=note.updated,
-            status=note.status, version=note.version, body=note.body, fingerprint=fp,
-        )
+        return IndexDoc(note, rel, fp)
 
     def id_for_path(self, path: Path) -> str | None:
         if path.suffix != ".md" or path.name.startswith("."):

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from agentdeck.cli_util import show_help
 from agentdeck.errors import Refused
 
 if TYPE_CHECKING:  # rich is loaded only when a run draws live
@@ -26,7 +27,7 @@ def register(subparsers: Any) -> None:
         description="Auto-research: agentdeck runs a lab's training job for a fixed budget per trial, "
                     "reads its metric and keeps the changes that beat the best by more than the noise.",
     )
-    research.set_defaults(func=lambda args: _help(research))
+    research.set_defaults(func=lambda args: show_help(research))
     sub = research.add_subparsers(dest="research_command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="start (or continue) a research run",
@@ -75,11 +76,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tag", help="a run (default: HEAD with the current config)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_space)
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _research(args: Any):
@@ -312,7 +308,7 @@ def cmd_promote(args: Any) -> int:
 
 
 def cmd_space(args: Any) -> int:
-    from agentdeck.research.space import space_for
+    from agentdeck.research.space_commit import space_for
 
     data = space_for(_research(args), args.tag)
     if args.json:

@@ -65,10 +65,9 @@ _RULE_RE = re.compile(r"^─{10,}\s*$", re.MULTILINE)
 _BOX_RULE_RE = re.compile(r"─{10,}\s*")
 
 
-#: The screen table (first match wins): the last 30 lines for dialogs, the last 6 for the rest.
+#: The screen table (first match wins; after the folder-trust dialog's row, see ``trust_re``): the
+#: last 30 lines for dialogs, the last 6 for the rest.
 SCREEN_RULES = (
-    # dialog_action answers the folder-trust dialog: still starting, not waiting for the user.
-    ScreenRule(None, "folder trust dialog", (_TRUST_RE,), 30),
     ScreenRule("waiting", "API key dialog", (_API_KEY_RE,), 30),
     ScreenRule("waiting", "bypass-permissions warning", (_BYPASS_RE, _ACCEPT_RE), 30),
     ScreenRule("waiting", "permission prompt", (_PERMISSION_RE, _CHOICE_RE, _ESC_CANCEL_RE), 30),
@@ -177,9 +176,7 @@ class ClaudeAdapter(Adapter):
             argv += ["--session-id", ctx.session_id]
         # A restart of a conversation that never got its first message starts it afresh,
         # prompt included (typed once the tools are listed, when wired to agentdeck's server).
-        if ctx.prompt and not self.prompt_waits_for_tools(ctx):
-            argv += ["--", ctx.prompt]
-        return argv
+        return argv + self.prompt_args(ctx, "--")
 
     def prompt_typed_after_start(self, ctx: LaunchContext) -> bool:
         return False  # an argument, or typed once the tools are listed (prompt_waits_for_tools)

@@ -23,10 +23,9 @@ _TRUST_SELECTED_RE = re.compile(r"›\s*1\.\s*(?:Trust and continue|Yes)", re.IG
 _WORKING_RE = re.compile(r"esc to interrupt", re.IGNORECASE)
 _IDLE_RE = re.compile(r"\? for shortcuts|^›\s", re.MULTILINE)
 _LOGIN_RE = re.compile(r"Sign in with ChatGPT|Provide your own API key", re.IGNORECASE)
-#: The screen table (first match wins): the last 30 lines for dialogs, the last 8 for the rest.
+#: The screen table (first match wins; after the folder-trust dialog's row, see ``trust_re``): the
+#: last 30 lines for dialogs, the last 8 for the rest.
 SCREEN_RULES = (
-    # dialog_action answers the folder-trust dialog: still starting, not waiting for the user.
-    ScreenRule(None, "folder trust dialog", (_TRUST_RE,), 30),
     ScreenRule("waiting", "approval prompt", (_WAITING_RE,), 30),
     ScreenRule("working", "esc to interrupt", (_WORKING_RE,), 8),
     ScreenRule("waiting", "sign-in screen", (_LOGIN_RE,), 30),
@@ -90,7 +89,7 @@ class CodexAdapter(Adapter):
         argv = self.command_argv()
         if ctx.resume and ctx.session_id:
             return [*argv, "resume", *self.common_options(ctx), ctx.session_id]
-        prompt = [ctx.prompt] if ctx.prompt and not self.prompt_waits_for_tools(ctx) else []
+        prompt = self.prompt_args(ctx)
         source = self.fork_source(ctx)
         if source:  # a fork's first launch: `codex fork ... -C <its folder> -- SOURCE [PROMPT]`
             return [*argv, "fork", *self.common_options(ctx), "-C", str(ctx.start_dir), "--", source, *prompt]

@@ -33,9 +33,9 @@ _AUTH_RE = re.compile(r"How would you like to authenticate|Enter Gemini API Key|
 _WORKING_RE = re.compile(r"esc to cancel", re.IGNORECASE)
 _IDLE_RE = re.compile(r"Type your message or @path/to/file")
 
-#: The screen table (first match wins): the last 30 lines for dialogs, the last 8 for the rest.
+#: The screen table (first match wins; after the folder-trust dialog's row, see ``trust_re``): the
+#: last 30 lines for dialogs, the last 8 for the rest.
 SCREEN_RULES = (
-    ScreenRule(None, "folder trust dialog", (_TRUST_RE,), 30),
     ScreenRule("waiting", "sign-in dialog", (_AUTH_RE,), 30),
     ScreenRule("waiting", "confirmation", (_WAITING_RE,), 30),
     ScreenRule("working", "esc to cancel", (_WORKING_RE,), 8),
@@ -132,9 +132,7 @@ class GeminiAdapter(Adapter):
             return [*argv, "--resume", ctx.session_id]
         if ctx.session_id:
             argv += ["--session-id", ctx.session_id]
-        if ctx.prompt and not self.prompt_waits_for_tools(ctx):
-            argv += ["--prompt-interactive", ctx.prompt]
-        return argv
+        return argv + self.prompt_args(ctx, "--prompt-interactive")
 
     def prompt_typed_after_start(self, ctx: LaunchContext) -> bool:
         return False
