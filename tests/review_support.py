@@ -99,10 +99,11 @@ class FakeDeck:
 
     def kill(self, name: str, discard: bool = False) -> str:
         from agentdeck import git as agit
+        from agentdeck import snapshots
 
         rec = self.get(name)
         self.killed.append((name, discard))
-        ref = agit.save_recovery_ref(self.repo.root, name, Path(rec.worktree), rec.branch)
+        ref = snapshots.save_recovery_ref(self.repo.root, name, Path(rec.worktree), rec.branch)
         agit.remove_worktree(self.repo.root, Path(rec.worktree), force=True)
         agit.delete_branch(self.repo.root, rec.branch)
         self.store.delete_agent(name)

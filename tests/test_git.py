@@ -1,4 +1,4 @@
-"""agentdeck.git and agentdeck.paths on real repositories: locating a repository (paths builds its
+"""agentdeck.git, agentdeck.snapshots and agentdeck.paths on real repositories: locating a repository (paths builds its
 locations from what git.locate says), the one temporary-index snapshot, recovery commits."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import git as sh
 
-from agentdeck import git, paths
+from agentdeck import git, paths, snapshots
 from agentdeck.errors import NotARepository
 
 
@@ -44,12 +44,12 @@ def test_head_commit_resolves_names_and_refuses_options(git_repo):
 
 def test_snapshot_sees_untracked_and_changed_files_and_touches_nothing(git_repo):
     head = sh(git_repo, "rev-parse", "HEAD")
-    clean = git.snapshot(git_repo)
+    clean = snapshots.snapshot(git_repo)
     assert not clean.dirty and clean.head == head and clean.tree == git.tree_of(git_repo, head)
     index_before = (git_repo / ".git" / "index").read_bytes()
     (git_repo / "README.md").write_text("changed\n")
     (git_repo / "new.txt").write_text("new\n")
-    snap = git.snapshot(git_repo)
+    snap = snapshots.snapshot(git_repo)
     assert snap.dirty and snap.head == head
     assert sorted(git.changed_paths(git_repo, head, snap.tree)) == ["README.md", "new.txt"]
     assert (git_repo / ".git" / "index").read_bytes() == index_before  # the worktree's index is untouched
@@ -63,9 +63,9 @@ def test_snapshot_commit_keeps_excluded_files_as_committed(git_repo):
     sh(git_repo, "commit", "-q", "-m", "env")
     head = sh(git_repo, "rev-parse", "HEAD")
     (git_repo / ".env").write_text("a copied secret\n")
-    assert git.snapshot_commit(git_repo, head, exclude={".env"}) == head  # nothing but the copied file
+    assert snapshots.snapshot_commit(git_repo, head, exclude={".env"}) == head  # nothing but the copied file
     (git_repo / "work.txt").write_text("the agent's work\n")
-    commit = git.snapshot_commit(git_repo, head, exclude={".env"})
+    commit = snapshots.snapshot_commit(git_repo, head, exclude={".env"})
     assert commit != head and sh(git_repo, "rev-parse", f"{commit}^") == head
     assert git.changed_paths(git_repo, head, commit) == ["work.txt"]
     assert sh(git_repo, "show", f"{commit}:.env") == "committed"
@@ -77,7 +77,7 @@ def test_save_recovery_ref_keeps_uncommitted_work_and_apply_snapshot_restores_it
     git.add_worktree(git_repo, wt, "agent/a", base)
     assert git.find_checkout(git_repo, "agent/a") == wt.resolve()
     (wt / "draft.txt").write_text("unsaved\n")
-    ref = git.save_recovery_ref(git_repo, "a", wt, "agent/a")
+    ref = snapshots.save_recovery_ref(git_repo, "a", wt, "agent/a")
     assert ref.startswith(git.TRASH_PREFIX + "a/")
     assert [r["ref"] for r in git.list_recovery_refs(git_repo)] == [ref]
     snap = sh(git_repo, "rev-parse", ref)

@@ -60,9 +60,9 @@ def test_the_ledger_keeps_the_node_once_the_job_runs_and_the_slot_as_its_gpu(tmp
     proposer = ScriptedProposer([{"set": {"X": "5.0", "_SLEEP": "1.0"}, "desc": "slow X"}])
     assert research.run(tag, proposer=proposer, executor=executor)["state"] == "done"
     trial = research.ledger.trial(tag, by_desc(research.status(tag), "slow X")["id"])
-    assert trial["job"]["node"] == "gpu-node-7"
-    assert trial["job"]["_slot"] == "0" and trial["job"]["pid"] > 0  # what a restart reattaches by
-    assert trial["gpu"] == "0" and trial["status"] == "keep"
+    assert trial.job["node"] == "gpu-node-7"
+    assert trial.job["_slot"] == "0" and trial.job["pid"] > 0  # what a restart reattaches by
+    assert trial.gpu == "0" and trial.status == "keep"
     research.close()
 
 
@@ -98,7 +98,7 @@ def test_a_failed_cancel_at_stop_does_not_break_the_shutdown(tmp_path, monkeypat
     hang = by_desc(research.status(tag), "hang")
     assert (hang["status"], hang["reason"]) == ("discard", "stopped")
     assert len(executor.cancels) == 2
-    assert research.ledger.run(tag)["state"] == "stopped"
+    assert research.ledger.run(tag).state == "stopped"
     research.close()
 
 

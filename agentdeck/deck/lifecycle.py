@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from agentdeck import git, paths
+from agentdeck import git, paths, snapshots
 from agentdeck.agents import get_adapter
 from agentdeck.errors import AgentdeckError, Refused, UsageError
 from agentdeck.faults import fault_point
@@ -174,7 +174,7 @@ class LifecycleOps(SetupOps, RemovalOps):
         adapter.check_installed()
         tip = git.head_commit(src.worktree) or src.base_commit
         copied = set(src.extra.get("copied", []))
-        snapshot = git.snapshot_commit(src.worktree, tip, exclude=copied)
+        snapshot = snapshots.snapshot_commit(src.worktree, tip, exclude=copied)
         copy_plan = self._setup_copy_plan()
         inherited = agent_mode.recorded(src.extra)  # a fork runs in its source's sandbox (issue 17)
         agent_mode.choose(self.config, src.definition, adapter.kind, sandbox=inherited.mode,

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from agentdeck import git, paths
+from agentdeck import git, paths, snapshots
 from agentdeck.errors import Refused, UsageError
 
 from .names import SLUG_RE, TRASH_PREFIX
@@ -209,7 +209,7 @@ class MaintenanceOps(RemovalOps):
             if git.worktree_health(path, self.repo.common_dir) == "ok":
                 branch = git.current_branch(path)
                 if git.status_porcelain(path) or branch:
-                    done.saved.append(git.save_recovery_ref(self.repo.root, paths.slugify(path.name), path,
+                    done.saved.append(snapshots.save_recovery_ref(self.repo.root, paths.slugify(path.name), path,
                                                                branch or "HEAD"))
             else:
                 head = next((w.head for w in git.list_worktrees(self.repo.root) if w.path.resolve() == path.resolve()),

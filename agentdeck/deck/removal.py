@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentdeck import git
+from agentdeck import git, snapshots
 from agentdeck.errors import Refused
 from agentdeck.faults import fault_point
 from agentdeck.store import AgentRecord
@@ -188,7 +188,7 @@ class RemovalOps(DeckBase):
                 result.kept = True
                 return result
             if dirty or ahead:
-                result.recovery_ref = git.save_recovery_ref(
+                result.recovery_ref = snapshots.save_recovery_ref(
                     self.repo.root, rec.slug, worktree if health == "ok" else None, rec.branch,
                     exclude=set(rec.extra.get("copied", [])),
                 )

@@ -35,6 +35,13 @@ def _plural(n: float, word: str) -> str:
     return f"{n:g} {word}{'' if n == 1 else 's'}"
 
 
+def _probe_check(executor: Any, research_dir: Path, name: str, fix: str) -> dict[str, Any]:
+    """The shared-filesystem probe as a check: ok, error (with *fix*), or warn when unverified."""
+    ok, detail = executor.probe_shared(research_dir, timeout_s=PROBE_TIMEOUT_S)
+    level = {True: "ok", False: "error", None: "warn"}[ok]
+    return _check(name, level, detail, "" if ok else fix)
+
+
 def ray_checks(settings: Any, research_dir: Path) -> list[dict[str, Any]]:
     from agentdeck.errors import UsageError
     from agentdeck.research.executors.ray import INSTALL_HINT, RayExecutor, RayUnreachable
@@ -58,14 +65,14 @@ def ray_checks(settings: Any, research_dir: Path) -> list[dict[str, Any]]:
                                  "\"http://HEAD:8265\""))
             return checks
         checks.append(_check("ray cluster", "ok", f"{executor.where}: {_plural(len(nodes), 'node')} alive"))
-        need = float(settings.ray.num_gpus or 0)
+        need = executor.gpus_per_job()
         total = sum(n["gpus"] for n in nodes)
-        if need > 0 and not any(n["gpus"] >= need for n in nodes):
+        if executor.lacks_gpus(nodes):
             checks.append(_check("ray GPUs", "error",
                                  f"no node has {need:g} GPU(s) for a trial ({_plural(total, 'GPU')} in all)",
                                  "add GPU nodes, or set [research.ray] num_gpus = 0 for CPU trials"))
         elif need > 0:
-            lanes = sum(int(n["gpus"] // need) for n in nodes)
+            lanes = executor.lanes_on(nodes)
             checks.append(_check("ray GPUs", "ok", f"{_plural(total, 'GPU')} on {_plural(len(nodes), 'node')}; "
                                                    f"{need:g} per trial, up to {lanes} trials at once"))
         else:
@@ -78,11 +85,9 @@ def ray_checks(settings: Any, research_dir: Path) -> list[dict[str, Any]]:
                                                         "as its runtime_env working_dir (the protected-file check sees "
                                                         "this machine's copy)"))
         else:
-            ok, detail = executor.probe_shared(research_dir, timeout_s=PROBE_TIMEOUT_S)
-            level = {True: "ok", False: "error", None: "warn"}[ok]
-            checks.append(_check("ray worktrees", level, detail,
-                                 "" if ok else "mount the repository at the same path on every node, or set "
-                                               "[research.ray] shared_fs = false to upload each worktree"))
+            checks.append(_probe_check(executor, research_dir, "ray worktrees",
+                                       "mount the repository at the same path on every node, or set "
+                                       "[research.ray] shared_fs = false to upload each worktree"))
         return checks
     finally:
         executor.close()
@@ -114,16 +119,14 @@ def slurm_checks(settings: Any, research_dir: Path) -> list[dict[str, Any]]:
     total = sum(n["gpus"] for n in nodes)
     if not nodes:
         checks.append(_check("slurm GPUs", "error", f"no node in {where}", "fix [research.slurm] partition (`sinfo`)"))
-    elif need and not any(n["gpus"] >= need for n in nodes):
+    elif executor.lacks_gpus(nodes):
         checks.append(_check("slurm GPUs", "error",
                              f"no node in {where} offers {need} GPU(s) (GRES {settings.slurm.gres!r})",
                              "pick a partition with GPUs, or set [research.slurm] gres = \"\" for CPU trials"))
     else:
         checks.append(_check("slurm GPUs", "ok", f"{_plural(total, 'GPU')} on {_plural(len(nodes), 'node')} in "
                                                  f"{where}; GRES per trial: {settings.slurm.gres or 'none'}"))
-    ok, detail = executor.probe_shared(research_dir, timeout_s=PROBE_TIMEOUT_S)
-    level = {True: "ok", False: "error", None: "warn"}[ok]
-    checks.append(_check("slurm shared filesystem", level, detail,
-                         "" if ok else "put the repository on a filesystem every compute node mounts at the same "
-                                       "path (NFS, Lustre, BeeGFS...)"))
+    checks.append(_probe_check(executor, research_dir, "slurm shared filesystem",
+                               "put the repository on a filesystem every compute node mounts at the same path "
+                               "(NFS, Lustre, BeeGFS...)"))
     return checks

@@ -28,6 +28,9 @@ is a :class:`UsageError` naming ``research.space.NAME``.
 The space also defines a *skeleton*: the editable files with the searched
 numbers masked.  Two commits with the same skeleton differ only in the
 searched constants, so one study covers both (:func:`skeleton`).
+
+The files come from the caller (path -> text); reading them from a commit, and
+``research space``'s report, are :mod:`agentdeck.research.space_commit`.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import dataclasses
 import hashlib
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -435,67 +438,3 @@ def apply_point(sources: Mapping[str, str], space: Space, point: Mapping[str, fl
 def describe(changes: list[dict[str, Any]]) -> str:
     """One line: ``LR 3e-4 -> 6.1e-4, WARMUP 100 -> 40``."""
     return ", ".join(f"{ch['name']} {ch['old_text']} -> {ch['new']}" for ch in changes)
-
-
-# ---------------------------------------------------------------------- reading commits
-
-
-def read_sources(reader: Callable[[str], str | None], editable: Iterable[str]) -> dict[str, str] | None:
-    """The editable files through *reader* (rel path -> text or None); None when one is missing."""
-    out = {}
-    for rel in editable:
-        text = reader(rel)
-        if text is None:
-            return None
-        out[rel] = text
-    return out
-
-
-def git_reader(root: Any, commit: str, workdir: str) -> Callable[[str], str | None]:
-    from agentdeck import git
-    from agentdeck.research import gitops
-
-    def read(rel: str) -> str | None:
-        try:
-            # (git.run strips trailing newlines; skeleton() ignores them too)
-            return git.run(root, "show", f"{commit}:{gitops.join(workdir, rel)}")
-        except Exception:  # a missing file is a different skeleton
-            return None
-
-    return read
-
-
-def report(root: Any, settings: Any, commit: str, workdir: str, editable: list[str]) -> dict[str, Any]:
-    """The space at *commit* and how each range was derived (``research space --json``)."""
-    sources = read_sources(git_reader(root, commit, workdir), editable) or {}
-    space = build_space(sources, getattr(settings, "space", None))
-    data = space.to_json()
-    data.update(commit=commit, files=sorted(sources), sampler=getattr(settings, "sampler", "tpe"))
-    return data
-
-
-def space_for(research: Any, tag: str | None = None) -> dict[str, Any]:
-    """``research space``: HEAD with the current config, or (*tag*) a run's best with its settings."""
-    import posixpath
-
-    from agentdeck import git
-    from agentdeck.research import gitops
-
-    root = research.repo.root
-    if tag:
-        tag = research.resolve_tag(tag)
-        run = research.ledger.run(tag)
-        settings = research.settings_from_run(run)
-        commit, workdir = run["best_commit"] or run["base_commit"], run["workdir"]
-    else:
-        settings = research.config.research
-        commit = git.head_commit(root)
-        if commit is None:
-            raise UsageError("this repository has no commits yet; commit the lab first")
-        workdir = posixpath.normpath(settings.workdir.strip() or ".")
-    files = gitops.tree_files(root, commit, workdir)
-    prefix = "" if workdir in ("", ".") else workdir.strip("/") + "/"
-    editable = [p[len(prefix):] for p in gitops.match(workdir, settings.editable, files.keys())]
-    data = report(root, settings, commit, workdir, editable)
-    data["tag"] = tag
-    return data

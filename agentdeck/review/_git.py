@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentdeck import git
+from agentdeck import git, snapshots
 from agentdeck.errors import Refused, UsageError
 
 # Fixed identity and dates for snapshot commits: the same worktree state always
@@ -167,11 +167,11 @@ def exclude_pathspecs(worktree: Path | str, ignore: set[str] | frozenset[str] | 
 
 
 def snapshot(worktree: Path | str, ignore: set[str] | frozenset[str] | None = None,
-             want_commit: bool = False) -> git.Snapshot:
-    """:func:`agentdeck.git.snapshot` of *worktree*; with *want_commit*, also a commit of that
+             want_commit: bool = False) -> snapshots.Snapshot:
+    """:func:`agentdeck.snapshots.snapshot` of *worktree*; with *want_commit*, also a commit of that
     tree on top of HEAD: dangling (no ref points to it) and deterministic (fixed identity and
     date), so refreshes add no objects and gc drops it."""
-    snap = git.snapshot(worktree, ignore)
+    snap = snapshots.snapshot(worktree, ignore)
     if want_commit:
         snap.commit = (git.commit_tree(worktree, snap.tree, snap.head, "agentdeck snapshot of uncommitted work",
                                        env=_SNAPSHOT_ENV) if snap.dirty else snap.head)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentdeck import git
+from agentdeck import git, snapshots
 from agentdeck.errors import Refused
 from agentdeck.review import _git
 
@@ -159,11 +159,11 @@ def side_state(side: Side, base: str) -> tuple[str, str | None, str]:
     return state, snap.head, _merge_base(side, snap.head, base)
 
 
-def _snap(side: Side, want_commit: bool = False) -> git.Snapshot:
+def _snap(side: Side, want_commit: bool = False) -> snapshots.Snapshot:
     if _git.worktree_ok(side.worktree):
         return _git.snapshot(side.worktree, side.ignore, want_commit=want_commit)  # type: ignore[arg-type]
     head = _git.branch_tip(side.root, side.branch)
-    return git.Snapshot(tree=_git.tree_of(side.root, head), head=head, dirty=False, commit=head)
+    return snapshots.Snapshot(tree=_git.tree_of(side.root, head), head=head, dirty=False, commit=head)
 
 
 def _merge_base(side: Side, head: str | None, base: str) -> str:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentdeck import git
+from agentdeck import git, snapshots
 from agentdeck.errors import Refused, UsageError
 from agentdeck.faults import fault_point
 from agentdeck.review import _git
@@ -292,7 +292,7 @@ def cleanup(
     the same and also stops the agent's pane.
     """
     ensure_cleanup_safe(root, agent=agent, branch=branch, worktree=worktree, target=target, ignore=ignore)
-    ref = git.save_recovery_ref(root, agent, Path(worktree) if worktree else None, branch)
+    ref = snapshots.save_recovery_ref(root, agent, Path(worktree) if worktree else None, branch)
     if _git.worktree_ok(worktree):
         git.remove_worktree(root, Path(worktree), force=True)  # type: ignore[arg-type]
     git.prune_worktrees(root)

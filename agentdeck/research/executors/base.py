@@ -32,7 +32,8 @@ sandbox profile (``spec.sandbox``) to run it in; cluster executors get only the
 Slots: ``slots(setting)`` returns the lanes the loop leases one job to at a
 time.  The local executor pins a job to its GPU with ``CUDA_VISIBLE_DEVICES``;
 a cluster executor may instead ask its scheduler for one GPU per job and use
-the slots only to bound how many jobs it keeps in flight (``pins_devices``).
+the slots only to bound how many jobs it keeps in flight (``pins_devices``): what the
+cluster executors share is :mod:`.cluster`.
 """
 
 from __future__ import annotations
@@ -43,9 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentdeck import paths
-from agentdeck.errors import UsageError
-from agentdeck.research.gpus import CPU_SLOT, resolve_slots
+from agentdeck.research.gpus import resolve_slots
 
 
 @dataclass
@@ -153,37 +152,3 @@ def read_log_tail(path: Path | str, limit: int = MAX_LOG_READ) -> str:
             return fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
-
-
-class ClusterExecutor(Executor):
-    """An executor whose scheduler picks each job's GPU (Ray, Slurm): its slots are lanes that only
-    bound the jobs in flight, ``<lane_prefix>:<n>``."""
-
-    pins_devices = False
-    lane_prefix = "cluster"
-
-    def auto_lanes(self) -> int:  # pragma: no cover - interface
-        """How many jobs the cluster can run at once (``gpus = "auto"``); a UsageError naming the fix
-        when it cannot tell."""
-        raise NotImplementedError
-
-    def slots(self, setting: Any) -> list[str]:
-        """Lanes bounding the jobs in flight: ``cpu``, ``auto`` (:meth:`auto_lanes`) or one per id listed."""
-        if isinstance(setting, str):
-            if setting == CPU_SLOT:
-                return [CPU_SLOT]
-            if setting != "auto":
-                raise UsageError(f"[research] gpus = {setting!r}: expected \"auto\" or a list of device ids")
-            return [f"{self.lane_prefix}:{i}" for i in range(max(1, self.auto_lanes()))]
-        ids = [str(int(i)) for i in setting]
-        if not ids:
-            raise UsageError("[research] gpus is an empty list; use \"auto\" or one id per job in flight")
-        return [f"{self.lane_prefix}:{i}" for i in range(len(ids))]
-
-
-def research_dir_from_cwd() -> Path | None:
-    """The research folder of the repository around the working directory (None outside one)."""
-    try:
-        return Path(paths.find_repo(None).research_dir)
-    except Exception:  # not in a repository: nothing to probe
-        return None

@@ -43,14 +43,8 @@ from typing import Any
 
 from agentdeck.config import ResearchSettings
 from agentdeck.errors import Refused, UsageError
-from agentdeck.research.executors.base import (
-    ClusterExecutor,
-    JobHandle,
-    JobSpec,
-    JobState,
-    read_log_tail,
-    research_dir_from_cwd,
-)
+from agentdeck.research.executors.base import JobHandle, JobSpec, JobState, read_log_tail
+from agentdeck.research.executors.cluster import ClusterExecutor, ProbeResult, Silence, note_in_log
 from agentdeck.research.executors.ray_support import (  # noqa: F401 - is_local_address and the errors are re-exported
     DuplicateJob,
     JobMissing,
@@ -74,11 +68,12 @@ QUIET_LOGGERS = ("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_en
 class RayExecutor(ClusterExecutor):
     name = "ray"
     lane_prefix = "ray"
+    title = "Ray"
+    unreachable = RayUnreachable
     LOG_INTERVAL_S = 0.25  # the watcher's round (longer with many jobs): state and new log lines
     STATE_TTL_S = 1.0  # poll answers from the watcher's state when it is this fresh
     LOST_AFTER_S = 30.0
     REQUEST_TIMEOUT_S = 20.0
-    PROBE_TIMEOUT_S = 60.0
     NODES_WAIT_S = 15.0
 
     def __init__(self, settings: Any = None):
@@ -96,10 +91,9 @@ class RayExecutor(ClusterExecutor):
         self._last: dict[str, tuple[JobState, float]] = {}  # submission id -> (state, when, monotonic)
         self._pending_stops: set[str] = set()
         self._nodes: dict[str, str] = {}
-        self._silent_since: float | None = None
+        self._silence = Silence()
         self._pump: threading.Thread | None = None
         self._closed = threading.Event()
-        self.probed: dict[str, tuple[bool | None, str]] = {}
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -185,6 +179,12 @@ class RayExecutor(ClusterExecutor):
                 return out
             time.sleep(0.25)
 
+    def gpus_per_job(self) -> float:
+        return float(self.ray.num_gpus or 0)
+
+    def unanswered(self, exc: Exception) -> str:
+        return f"the cluster at {self.where} does not answer ({exc})"
+
     # ------------------------------------------------------------------ checks
     def check(self, research_dir: Path | str | None = None) -> None:
         self._import()
@@ -201,42 +201,20 @@ class RayExecutor(ClusterExecutor):
                 f"the Ray cluster at {self.where} does not answer ({exc}); start it (`ray start --head "
                 "--num-gpus=N`) or set [research.ray] address = \"http://HEAD:8265\""
             ) from None
-        need = float(self.ray.num_gpus or 0)
-        if need > 0 and not any(n["gpus"] >= need for n in nodes):
+        if self.lacks_gpus(nodes):
             total = sum(n["gpus"] for n in nodes)
             raise UsageError(
-                f"no node of the Ray cluster at {self.where} has {need:g} GPU(s) for a trial (the cluster has "
-                f"{total:g} in all); add GPU nodes, or set [research.ray] num_gpus = 0 to run trials on CPUs"
+                f"no node of the Ray cluster at {self.where} has {self.gpus_per_job():g} GPU(s) for a trial (the "
+                f"cluster has {total:g} in all); add GPU nodes, or set [research.ray] num_gpus = 0 to run trials "
+                "on CPUs"
             )
         if not self.upload and not is_local_address(self.address):
-            if research_dir is None:
-                research_dir = research_dir_from_cwd()
-            if research_dir is not None:
-                ok, detail = self.probe_shared(Path(research_dir))
-                if ok is False:
-                    raise UsageError(detail)
+            self.check_shared(research_dir)
 
-    def probe_shared(self, research_dir: Path, timeout_s: float | None = None) -> tuple[bool | None, str]:
-        """Does a job on the cluster see *research_dir*?  (True | False | None when unverified, detail)."""
-        key = str(Path(research_dir).resolve())
-        if key in self.probed:
-            return self.probed[key]
+    def _probe(self, research_dir: Path, timeout_s: float) -> ProbeResult:
         if is_local_address(self.address):
-            result: tuple[bool | None, str] = (True, "the Ray cluster runs on this machine")
-            self.probed[key] = result
-            return result
-        return probe(self, key, self.PROBE_TIMEOUT_S if timeout_s is None else timeout_s)
-
-    # ------------------------------------------------------------------ slots
-    def auto_lanes(self) -> int:
-        """The cluster's GPUs / ``num_gpus`` per trial (its nodes when trials take no GPU)."""
-        try:
-            nodes = self.nodes()
-        except RayUnreachable as exc:
-            raise UsageError(f"cannot size the Ray lanes: the cluster at {self.where} does not answer ({exc}); "
-                             "give --gpus 0,1,... (one lane per job in flight)") from None
-        need = float(self.ray.num_gpus or 0)
-        return sum(int(n["gpus"] // need) for n in nodes) if need > 0 else len(nodes)
+            return True, "the Ray cluster runs on this machine"
+        return probe(self, str(research_dir), timeout_s)
 
     # ------------------------------------------------------------------ submit
     def job_request(self, spec: JobSpec, submission_id: str) -> dict[str, Any]:
@@ -350,17 +328,6 @@ class RayExecutor(ClusterExecutor):
             if final:
                 st.final = True
 
-    def _note(self, handle: JobHandle, line: str) -> None:
-        """Append agentdeck's own explanation to the job's log (once)."""
-        if handle.data.get("noted"):
-            return
-        handle.data["noted"] = True
-        try:
-            with open(handle.data.get("log_path", ""), "a", encoding="utf-8") as fh:
-                fh.write(f"\n[agentdeck] {line}\n")
-        except OSError:
-            pass
-
     def read_log(self, handle: JobHandle) -> str:
         try:
             last = self._cached(handle.job_id, max_age=float("inf"))
@@ -404,18 +371,15 @@ class RayExecutor(ClusterExecutor):
             return self._remember(sid, JobState("lost", None, detail=f"the Ray cluster at {self.where} no longer "
                                                                      f"knows job {sid} (it restarted?)"))
         except (RayUnreachable, UsageError) as exc:
-            now = time.monotonic()
             with self._lock:
-                if self._silent_since is None:
-                    self._silent_since = now
-                silent = now - self._silent_since
+                silent = self._silence.unheard()
             if silent >= self.LOST_AFTER_S:
                 return self._remember(sid, JobState("lost", None, detail=f"the Ray cluster at {self.where} has not "
                                                                          f"answered for {silent:.0f}s ({exc})"))
             last = self._cached(sid, max_age=float("inf"))
             return JobState(last.state if last and not last.finished else "pending", detail=f"no answer: {exc}")
         with self._lock:
-            self._silent_since = None
+            self._silence.heard()
         status = str(getattr(info.status, "value", info.status))
         node_id = getattr(info, "driver_node_id", "") or ""
         if node_id and not handle.node:
@@ -438,10 +402,10 @@ class RayExecutor(ClusterExecutor):
                 state = JobState("done", int(code))
             elif error in LOST_ERRORS:
                 state = JobState("lost", None, detail=f"Ray: {why}")
-                self._note(handle, f"Ray lost the job ({why})")
+                note_in_log(handle, f"Ray lost the job ({why})")
             else:
                 state = JobState("done", NOT_STARTED_CODE, detail=f"Ray: {why}")
-                self._note(handle, f"Ray could not run the job; reported as exit code {NOT_STARTED_CODE} ({why})")
+                note_in_log(handle, f"Ray could not run the job; reported as exit code {NOT_STARTED_CODE} ({why})")
         else:
             state = JobState("pending", detail=status)
         return self._remember(sid, state)
@@ -465,12 +429,11 @@ class RayExecutor(ClusterExecutor):
         self.wake.set()
 
     def reattach(self, data: dict[str, Any]) -> JobHandle | None:
-        sid = str(data.get("submission_id") or "")
-        if not sid:
+        handle = self.recorded_handle(data, "submission_id")
+        if handle is None:
             return None
-        handle = JobHandle(self.name, sid, dict(data), node=str(data.get("node", "")))
         try:
-            self._call(self.client().get_job_info, sid)
+            self._call(self.client().get_job_info, handle.job_id)
         except JobMissing:
             return None
         except (RayUnreachable, UsageError):

@@ -112,10 +112,7 @@ def job_request(spec: JobSpec, submission_id: str, ray: Any, upload: bool) -> di
 
 class RayCalls(Protocol):
     """What the probe calls through: the :class:`~agentdeck.research.executors.ray.RayExecutor`'s
-    client, its deadline-bound call and its cache of probe answers (a protocol, so this module
-    never imports the executor)."""
-
-    probed: dict[str, tuple[bool | None, str]]
+    client and its deadline-bound call (a protocol, so this module never imports the executor)."""
 
     def client(self) -> Any: ...
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
@@ -144,7 +141,6 @@ def probe(ex: RayCalls, key: str, timeout_s: float) -> tuple[bool | None, str]:
                                      "probe job could not read a file written there); mount it at the same "
                                      "path on every node, or set [research.ray] shared_fs = false to upload "
                                      "each worktree")
-                ex.probed[key] = result
                 return result
             time.sleep(0.2)
         ex._call(ex.client().stop_job, sid)

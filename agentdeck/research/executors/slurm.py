@@ -39,14 +39,8 @@ from typing import Any
 
 from agentdeck.config import ResearchSettings
 from agentdeck.errors import Refused, UsageError
-from agentdeck.research.executors.base import (
-    ClusterExecutor,
-    JobHandle,
-    JobSpec,
-    JobState,
-    read_log_tail,
-    research_dir_from_cwd,
-)
+from agentdeck.research.executors.base import JobHandle, JobSpec, JobState, read_log_tail
+from agentdeck.research.executors.cluster import ClusterExecutor, ProbeResult, Silence, note_in_log
 from agentdeck.research.executors.slurm_probe import probe
 from agentdeck.research.executors.slurm_states import (  # noqa: F401 - COMMANDS and the states are re-exported
     COMMANDS,
@@ -67,9 +61,10 @@ from agentdeck.research.gpus import CPU_SLOT
 class SlurmExecutor(ClusterExecutor):
     name = "slurm"
     lane_prefix = "slurm"
+    title = "Slurm"
+    unreachable = SlurmUnreachable
     QUERY_INTERVAL_S = 1.0  # controller queries at most this often (one batched squeue for all jobs)
     LOST_AFTER_S = 120.0  # the controller silent this long: running jobs are recorded lost
-    PROBE_TIMEOUT_S = 60.0  # how long check() waits for the shared-filesystem probe job
     COMMAND_TIMEOUT_S = 30.0
 
     def __init__(self, settings: Any = None):
@@ -81,10 +76,9 @@ class SlurmExecutor(ClusterExecutor):
         self._info: dict[str, tuple[str, str, str]] = {}  # job id -> (state, node, ExitCode)
         self._unknown: set[str] = set()
         self._last_query = 0.0
-        self._silent_since: float | None = None
+        self._silence = Silence()
         self._pending_cancels: set[str] = set()
         self._node_asked: set[str] = set()  # finished jobs whose node was looked up once
-        self.probed: dict[str, tuple[bool | None, str]] = {}
 
     # ------------------------------------------------------------------ commands
     def _run(self, *argv: str, input: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -132,8 +126,15 @@ class SlurmExecutor(ClusterExecutor):
                               "gpus": gpus_in_gres(parts[2])}
         return list(seen.values())
 
+    def usable_nodes(self) -> list[dict[str, Any]]:
+        """The partition's nodes that are not down, drained or failed."""
+        return [n for n in self.nodes() if not n["state"].startswith(("down", "drain", "fail"))]
+
     def gpus_per_job(self) -> int:
         return gpus_in_gres(self.slurm.gres)
+
+    def unanswered(self, exc: Exception) -> str:
+        return f"`sinfo` failed ({exc})"
 
     def check(self, research_dir: Path | str | None = None) -> None:
         missing = self.missing_commands()
@@ -154,45 +155,15 @@ class SlurmExecutor(ClusterExecutor):
         where = f"partition {self.slurm.partition!r}" if self.slurm.partition else "the default partitions"
         if not nodes:
             raise UsageError(f"Slurm lists no node in {where}; fix [research.slurm] partition (see `sinfo`)")
-        need = self.gpus_per_job()
-        if need and not any(n["gpus"] >= need for n in nodes):
+        if self.lacks_gpus(nodes):
             raise UsageError(
-                f"no node in {where} offers {need} GPU(s) (GRES {self.slurm.gres!r}); pick a partition with GPUs, "
-                "or set [research.slurm] gres = \"\" to run trials without a GPU"
+                f"no node in {where} offers {self.gpus_per_job()} GPU(s) (GRES {self.slurm.gres!r}); pick a "
+                "partition with GPUs, or set [research.slurm] gres = \"\" to run trials without a GPU"
             )
-        if research_dir is None:
-            research_dir = research_dir_from_cwd()
-        if research_dir is not None:
-            ok, detail = self.probe_shared(Path(research_dir))
-            if ok is False:
-                raise UsageError(detail)
+        self.check_shared(research_dir)
 
-    # ------------------------------------------------------------------ shared filesystem probe
-    def probe_shared(self, research_dir: Path, timeout_s: float | None = None) -> tuple[bool | None, str]:
-        """Does a compute node see *research_dir* (and do its writes come back)?
-
-        ``(True, detail)``, ``(False, detail naming the fix)``, or ``(None, detail)`` when the probe job
-        did not run in time (a busy queue): unknown, not a failure.  Cached per folder.
-        """
-        key = str(Path(research_dir).resolve())
-        if key in self.probed:
-            return self.probed[key]
-        result = probe(self, Path(key), self.PROBE_TIMEOUT_S if timeout_s is None else timeout_s)
-        if result[0] is not None:
-            self.probed[key] = result
-        return result
-
-    # ------------------------------------------------------------------ slots
-    def auto_lanes(self) -> int:
-        """The partition's usable GPUs / GPUs per job (its usable nodes when jobs take no GPU)."""
-        try:
-            nodes = self.nodes()
-        except SlurmUnreachable as exc:
-            raise UsageError(f"cannot size the Slurm lanes (`sinfo`: {exc}); give --gpus 0,1,... "
-                             "(one lane per job in flight)") from None
-        usable = [n for n in nodes if not n["state"].startswith(("down", "drain", "fail"))]
-        need = self.gpus_per_job()
-        return sum(n["gpus"] // need for n in usable) if need else len(usable)
+    def _probe(self, research_dir: Path, timeout_s: float) -> ProbeResult:
+        return probe(self, research_dir, timeout_s)
 
     # ------------------------------------------------------------------ submit
     def script_for(self, spec: JobSpec, exit_file: Path) -> str:
@@ -391,14 +362,12 @@ class SlurmExecutor(ClusterExecutor):
         if stale:
             try:
                 self._refresh()
-                self._silent_since = None
+                self._silence.heard()
             except SlurmUnreachable as exc:
-                now = time.monotonic()
-                if self._silent_since is None:
-                    self._silent_since = now
-                if now - self._silent_since >= self.LOST_AFTER_S:
+                silent = self._silence.unheard()
+                if silent >= self.LOST_AFTER_S:
                     return JobState("lost", None, detail=f"the Slurm controller has not answered for "
-                                                         f"{now - self._silent_since:.0f}s ({exc})")
+                                                         f"{silent:.0f}s ({exc})")
                 last = self._info.get(handle.job_id)
                 return JobState(self._simple_state(last[0]) if last else "pending", detail=f"controller silent: {exc}")
             finally:
@@ -446,20 +415,15 @@ class SlurmExecutor(ClusterExecutor):
 
     def _explain_missing_output(self, handle: JobHandle, state: str, code: str, rc: int) -> None:
         """A job that ended without writing its exit file: say why in the log agentdeck shows."""
-        path = Path(handle.data.get("log_path", ""))
         if handle.data.get("explained"):
             return
-        handle.data["explained"] = True
+        path = Path(handle.data.get("log_path", ""))
         if rc == NO_WORKTREE_CODE or not path.exists() or path.stat().st_size == 0:
             why = ("its output never reached this machine: is the repository on a filesystem the nodes share? "
                    "(`agentdeck doctor` checks)")
         else:
             why = "it was stopped before the command finished"
-        try:
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(f"\n[agentdeck] Slurm job {handle.job_id} ended {state} (ExitCode {code}); {why}\n")
-        except OSError:
-            pass
+        note_in_log(handle, f"Slurm job {handle.job_id} ended {state} (ExitCode {code}); {why}", flag="explained")
 
     def read_log(self, handle: JobHandle) -> str:
         return read_log_tail(handle.data.get("log_path", ""))
@@ -479,14 +443,13 @@ class SlurmExecutor(ClusterExecutor):
         self.wake.set()
 
     def reattach(self, data: dict[str, Any]) -> JobHandle | None:
-        job_id = str(data.get("job_id") or "")
-        if not job_id:
+        handle = self.recorded_handle(data, "job_id")
+        if handle is None:
             return None
-        handle = JobHandle(self.name, job_id, dict(data), node=str(data.get("node", "")))
         if self._exit_from_file(handle.data) is not None:
             return self._register(handle)
         try:
-            info = self._query_one(job_id)
+            info = self._query_one(handle.job_id)
         except SlurmUnreachable:
             return self._register(handle)  # the controller may come back; poll decides
         if info is None:

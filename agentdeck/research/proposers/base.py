@@ -48,6 +48,19 @@ class ProposalRequest:
     def read(self, rel: str) -> str:
         return (self.workdir / rel).read_text(encoding="utf-8")
 
+    def read_editable(self, suffix: str = "") -> dict[str, str]:
+        """The editable files (those ending in *suffix*) that can be read as text, in order: rel path ->
+        text (a missing or undecodable file is left out)."""
+        out: dict[str, str] = {}
+        for rel in self.editable:
+            if not rel.endswith(suffix):
+                continue
+            try:
+                out[rel] = self.read(rel)
+            except (OSError, UnicodeDecodeError):
+                continue
+        return out
+
 
 @dataclass
 class Proposal:

@@ -63,11 +63,7 @@ def build_prompt(request: ProposalRequest) -> str:
         f"over {base.get('runs')} run(s), noise (std) {base.get('noise')}. Current best: {best.get('metric')} "
         f"(trial {best.get('id')})."
     )
-    for rel in request.editable:
-        try:
-            text = request.read(rel)
-        except (OSError, UnicodeDecodeError):
-            continue
+    for rel, text in request.read_editable().items():
         parts.append(f"# Editable file `{rel}`\n\n```\n{text[:MAX_FILE_CHARS]}\n```")
     if request.history:
         parts.append("# Results so far\n\n" + history_table(request.history, request.metric))

@@ -86,13 +86,7 @@ class MutateProposer(Proposer):
         rng = random.Random(f"{request.tag}:{request.seed}:{request.attempt}")
         sources: dict[str, str] = {}
         consts: list[Constant] = []
-        for rel in request.editable:
-            if not rel.endswith(".py"):
-                continue
-            try:
-                text = request.read(rel)
-            except (OSError, UnicodeDecodeError):
-                continue
+        for rel, text in request.read_editable(".py").items():
             found = find_constants(text, rel)
             if found:
                 sources[rel] = text

@@ -54,8 +54,8 @@ from typing import Any
 
 from agentdeck import git
 from agentdeck.errors import UsageError
-from agentdeck.research import gitops
 from agentdeck.research import space as sp
+from agentdeck.research import space_commit
 from agentdeck.research.proposers.base import Proposal, ProposalFailed, ProposalRequest, Proposer
 from agentdeck.research.proposers.search_record import (  # noqa: F401 - the record's names, re-exported
     FINISHED,
@@ -192,37 +192,29 @@ class SearchProposer(Proposer):
         commit = None
         run = self.ctx.ledger.run(self.ctx.tag) if self.ctx.ledger is not None else None
         if run is not None:
-            commit, workdir = run["best_commit"] or run["base_commit"], run["workdir"]
+            commit, workdir = run.best_commit or run.base_commit, run.workdir
         commit = commit or git.head_commit(root)
         if commit is None:
             return
-        files = gitops.tree_files(root, commit, workdir)
-        editable = [self._rel(workdir, p) for p in gitops.match(workdir, settings.editable, files.keys())]
-        sources = sp.read_sources(sp.git_reader(root, commit, workdir), editable) or {}
+        editable, sources = space_commit.editable_sources(root, commit, workdir, settings.editable)
         space = sp.build_space(sources, getattr(settings, "space", None))
         if not space.params:
             raise UsageError(f"proposer 'search' found no numeric top-level constant to search in "
                              f"{', '.join(editable) or 'the editable files'}; add constants such as `LR = 3e-4`, "
                              "a [research.space] entry, or use another proposer")
 
-    @staticmethod
-    def _rel(workdir: str, repo_path: str) -> str:
-        if workdir in ("", "."):
-            return repo_path
-        prefix = workdir.strip("/") + "/"
-        return repo_path[len(prefix):] if repo_path.startswith(prefix) else repo_path
-
     # ------------------------------------------------------------------ reading the record
     def _trials(self, request: ProposalRequest) -> list[dict[str, Any]]:
         if self.ctx.ledger is not None:
-            return self.ctx.ledger.trials(request.tag)
+            return [t.to_json() for t in self.ctx.ledger.trials(request.tag)]
         return [dict(t, state="final" if t.get("status") in FINISHED else "running") for t in request.history]
 
     def _commit_sources(self, commit: str, editable: tuple[str, ...], workdir: str) -> dict[str, str] | None:
         """The editable files at *commit* (read once: a commit never changes)."""
         key = (commit, editable)
         if key not in self._sources:
-            self._sources[key] = sp.read_sources(sp.git_reader(self.ctx.repo_root, commit, workdir), editable)
+            reader = space_commit.git_reader(self.ctx.repo_root, commit, workdir)
+            self._sources[key] = space_commit.read_sources(reader, editable)
         return self._sources[key]
 
     def _constants(self, commit: str, src: dict[str, str]) -> dict[tuple[str, str], Any]:
@@ -244,19 +236,17 @@ class SearchProposer(Proposer):
         return rel.as_posix() or "."
 
     # ------------------------------------------------------------------ proposing
-    def propose(self, request: ProposalRequest) -> Proposal:
-        best_sources: dict[str, str] = {}
-        for rel in request.editable:
-            try:
-                best_sources[rel] = request.read(rel)
-            except (OSError, UnicodeDecodeError):
-                continue
-        editable = tuple(sorted(best_sources))
-        overrides = getattr(self.ctx.research, "space", None)
+    def _space(self, sources: dict[str, str]) -> sp.Space:
+        """The space of the best's *sources* under ``[research.space]`` (a bad entry fails the proposal)."""
         try:
-            space_b = sp.build_space(best_sources, overrides)
+            return sp.build_space(sources, getattr(self.ctx.research, "space", None))
         except UsageError as exc:
             raise ProposalFailed(str(exc)) from None
+
+    def propose(self, request: ProposalRequest) -> Proposal:
+        best_sources = request.read_editable()
+        editable = tuple(sorted(best_sources))
+        space_b = self._space(best_sources)
         if not space_b.params:
             raise ProposalFailed("search found no numeric top-level constant to search in the editable files")
         _quiet_optuna()
@@ -279,16 +269,8 @@ class SearchProposer(Proposer):
         params = (trial.get("meta") or {}).get("params")
         if not isinstance(params, dict) or (trial.get("meta") or {}).get("proposer") != "search":
             return None
-        sources: dict[str, str] = {}
-        for rel in request.editable:
-            try:
-                sources[rel] = request.read(rel)
-            except (OSError, UnicodeDecodeError):
-                continue
-        try:
-            space = sp.build_space(sources, getattr(self.ctx.research, "space", None))
-        except UsageError as exc:
-            raise ProposalFailed(str(exc)) from None
+        sources = request.read_editable()
+        space = self._space(sources)
         if set(space.names) != set(params):
             raise ProposalFailed("the new best searches other constants; the point does not apply")
         changed, changes = sp.apply_point(sources, space, params)
