@@ -114,6 +114,15 @@ def raw_request(sock, port: int, method: str, body: dict | None, headers: dict[s
     return raw_headers.decode("latin-1"), rest
 
 
+def session_headers(head: str, headers: dict[str, str]) -> None:
+    """The follow-up headers after ``initialize``: the protocol version, and the session id when
+    the server hands one out (agentdeck's server is stateless and does not)."""
+    headers["Mcp-Protocol-Version"] = "2025-06-18"
+    for line in head.split("\r\n"):
+        if line.lower().startswith("mcp-session-id"):
+            headers["Mcp-Session-Id"] = line.split(":", 1)[1].strip()
+
+
 def raw_connect_to_list(port: int, token: str) -> float:
     """TCP connect, initialize, initialized, tools/list on one connection (what a CLI's client does)."""
     import socket
@@ -124,14 +133,13 @@ def raw_connect_to_list(port: int, token: str) -> float:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                "Accept": "application/json, text/event-stream"}
     head, _ = raw_request(sock, port, "POST", INIT, headers)
-    session = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
-                   if line.lower().startswith("mcp-session-id"))
-    headers.update({"Mcp-Session-Id": session, "Mcp-Protocol-Version": "2025-06-18"})
+    session_headers(head, headers)
     raw_request(sock, port, "POST", INITIALIZED, headers)
     _, body = raw_request(sock, port, "POST", LIST, headers)
     elapsed = time.perf_counter() - t0
     assert b"memory_search" in body, body[:200]
-    raw_request(sock, port, "DELETE", None, headers)
+    if "Mcp-Session-Id" in headers:
+        raw_request(sock, port, "DELETE", None, headers)
     sock.close()
     return elapsed
 
@@ -291,9 +299,7 @@ def search_worker(port: int, token: str, queries: list[str], go: str, out: str) 
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                "Accept": "application/json, text/event-stream"}
     head, _ = raw_request(sock, port, "POST", INIT, headers)
-    session = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
-                   if line.lower().startswith("mcp-session-id"))
-    headers.update({"Mcp-Session-Id": session, "Mcp-Protocol-Version": "2025-06-18"})
+    session_headers(head, headers)
     raw_request(sock, port, "POST", INITIALIZED, headers)
 
     def call(i: int, query: str) -> bytes:

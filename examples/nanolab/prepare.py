@@ -34,6 +34,9 @@ Environment:
                          sandboxed job has a private home: point this at a folder outside your home
                          that `python prepare.py` filled, or the data is rebuilt for each trial)
   AGENTDECK_BUDGET_S     the training time budget in seconds (set by agentdeck; default 300)
+  NANOLAB_CPU_CLOCK=1    count the budget in this process's CPU seconds on one thread, not wall
+                         time: a CPU benchmark on a shared machine then gets the same training
+                         whatever else runs (bench/bench_proposers.py --lab nanolab sets it)
   AGENTDECK_ARTIFACT_DIR where train.py saves model.pt and config.json (set by agentdeck)
   AGENTDECK_EVAL_SEED    the evaluation's secret (set by agentdeck for `evaluate` only)
 """
@@ -53,6 +56,7 @@ from pathlib import Path
 VERSION = 1
 TINY = os.environ.get("NANOLAB_TINY", "") not in ("", "0")
 TIME_BUDGET = float(os.environ.get("AGENTDECK_BUDGET_S", "300"))
+CPU_CLOCK = os.environ.get("NANOLAB_CPU_CLOCK", "") not in ("", "0")
 VOCAB_SIZE = 256
 MAX_SEQ_LEN = 64 if TINY else 512
 TRAIN_BYTES = 300_000 if TINY else 24_000_000
@@ -65,6 +69,19 @@ CONFIG_FILE = "config.json"  # train.model_config(), handed to train.build_model
 PROBE_WINDOWS = 4  # windows the causality probe perturbs
 PROBE_TOLERANCE = 1e-3  # nats: log-probabilities up to t may move this much when later tokens change
 PUBLIC_SEED = "nanolab-public-heldout"  # used (with a warning) when AGENTDECK_EVAL_SEED is unset
+
+def training_clock():
+    """The clock the time budget is counted on: wall time, or (NANOLAB_CPU_CLOCK=1) the process's
+    CPU time with torch on one thread, which other work on the machine does not shorten."""
+    import time
+
+    if not CPU_CLOCK:
+        return time.time
+    import torch
+
+    torch.set_num_threads(1)
+    return time.process_time
+
 
 # ---------------------------------------------------------------------------- the generator
 
