@@ -11,6 +11,7 @@ from support import git, retry_until
 from tui_support import (
     RecordingAttacher,
     active_keys,
+    kill_screen_shown,
     notices,
     open_deck,
     plain,
@@ -218,19 +219,19 @@ def test_kill_confirmation_says_what_is_kept_and_lost(fake_repo):
             # clean: nothing to keep, removed
             main.select_agent("clean")
             await pilot.press("x")
-            await until(pilot, lambda: type(app.screen).__name__ == "KillScreen", what="kill dialog")
+            await until(pilot, lambda: kill_screen_shown(app), what="kill dialog")
             assert "Nothing to keep" in dialog_text() and "agentdeck/clean" in dialog_text()
             await pilot.press("escape")  # cancel: nothing happens
             assert deck.store.get_agent("clean") is not None
             await pilot.press("x")
-            await until(pilot, lambda: type(app.screen).__name__ == "KillScreen", what="kill dialog again")
+            await until(pilot, lambda: kill_screen_shown(app), what="kill dialog again")
             await pilot.press("y")
             await until(pilot, lambda: "clean" not in main.by_name, what="clean removed from the list")
             assert not git(fake_repo, "branch", "--list", "agentdeck/clean")
             # dirty: kept (exited, kept), then discarded with a recovery ref
             main.select_agent("dirty")
             await pilot.press("x")
-            await until(pilot, lambda: type(app.screen).__name__ == "KillScreen", what="kill dialog (dirty)")
+            await until(pilot, lambda: kill_screen_shown(app), what="kill dialog (dirty)")
             text = dialog_text()
             assert "Kept" in text and "work.txt" in text and "1 uncommitted" in text and "Lost" in text
             assert "recovery ref" in text
@@ -240,7 +241,7 @@ def test_kill_confirmation_says_what_is_kept_and_lost(fake_repo):
             assert "exited (kept)" in shown_cells(app, "dirty")[3]
             assert (dirty_wt / "work.txt").exists()
             await pilot.press("x")
-            await until(pilot, lambda: type(app.screen).__name__ == "KillScreen", what="kill dialog (discard)")
+            await until(pilot, lambda: kill_screen_shown(app), what="kill dialog (discard)")
             await pilot.click("#kill-discard")
             await until(pilot, lambda: "dirty" not in main.by_name, what="dirty removed")
             assert not dirty_wt.exists()
@@ -317,7 +318,7 @@ def test_attach_filter_select_tabs_help_palette_and_quit_keeps_agents(fake_repo)
             # the search runs in the background: Enter picks what is highlighted when it arrives
             await until(pilot, lambda: palette_choice(app).startswith("kill south-wind"), what="the palette's pick")
             await pilot.press("enter")
-            await until(pilot, lambda: type(app.screen).__name__ == "KillScreen", what="kill from palette")
+            await until(pilot, lambda: kill_screen_shown(app), what="kill from palette")
             assert app.screen.plan.name == "south-wind"
             await pilot.press("escape")
             # errors become notifications: approve with nothing pending, from the palette
@@ -370,7 +371,7 @@ def test_keymap_remaps_keys_and_reports_unknown_ids(fake_repo):
             await pilot.pause(0.3)
             assert type(app.screen).__name__ == "MainScreen"
             await pilot.press("X")
-            await until(pilot, lambda: type(app.screen).__name__ == "KillScreen", what="kill on X")
+            await until(pilot, lambda: kill_screen_shown(app), what="kill on X")
             await pilot.press("escape")
             await pilot.press("f1")
             assert type(app.screen).__name__ == "HelpScreen"

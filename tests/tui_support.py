@@ -67,6 +67,12 @@ def text_screen_shown(app: Any) -> bool:
     return type(app.screen).__name__ == "TextScreen" and bool(app.screen.query("#text-body"))
 
 
+def kill_screen_shown(app: Any) -> bool:
+    """The kill dialog is up and composed (pushed is not enough: its text and buttons come a
+    frame later on a loaded machine)."""
+    return type(app.screen).__name__ == "KillScreen" and bool(app.screen.query("#kill-text"))
+
+
 def active_keys(app: Any) -> set[str]:
     """Binding ids whose key applies now (what the footer shows)."""
     return {b.binding.id or b.binding.action for b in app.screen.active_bindings.values() if b.enabled}

@@ -9,7 +9,9 @@ the one list of keys.
 Handlers that belong to a pane call it (Diff, Memory, Research); the ones that act
 on agents run their engine calls through the screen's ``run_job`` (a thread worker
 with that thread's Deck) and report back with messages (``ActionDone``,
-``ShowText``, ``KillPlan``, ``AttachReady``) that the screen routes.
+``ShowText``, ``KillPlan``, ``AttachReady``) that the screen routes.  A key that
+runs one job on the selected agent is registered with :func:`agent_job` (its label,
+its notice, the job); a key that opens a dialog first has a handler of its own.
 """
 
 from __future__ import annotations
@@ -172,24 +174,53 @@ def quit_deck(screen: MainView) -> None:
 
 # ---------------------------------------------------------------------- agents
 
+AgentJob = Callable[[MainView, Any, str], None]
 
-@handles("new_agent")
-def new_agent(screen: MainView) -> None:
-    def created(name: str | None) -> None:
+
+def agent_job(binding_id: str, label: str, notice: str = "",
+              when: When | None = None) -> Callable[[AgentJob], AgentJob]:
+    """Register the handler of a key that works on one agent (the selected one) in a worker.
+
+    The decorated ``job(screen, deck, name)`` runs through ``screen.run_job`` (the worker's own
+    Deck), labelled *label*; *notice* is a toast shown first.  Both are formatted with ``{name}``.
+    Without a selected agent the key does nothing."""
+
+    def register(job: AgentJob) -> AgentJob:
+        def handler(screen: MainView) -> None:
+            name = screen.target()
+            if not name:
+                return
+            if notice:
+                screen.app.notify(notice.format(name=name), timeout=2)
+            screen.run_job(label.format(name=name), lambda d: job(screen, d, name))
+
+        handles(binding_id, when)(handler)
+        return job
+
+    return register
+
+
+def _listed_when_made(screen: MainView, told: Callable[[str], str]) -> Callable[[str | None], None]:
+    """The callback of a dialog that makes an agent (new, fork): tell, select it once listed, poll."""
+
+    def made(name: str | None) -> None:
         if name:
-            screen.app.notify(f"created {name}")
+            screen.app.notify(told(name))
             screen.select_when_listed(name)
             screen.poke()
 
-    screen.app.push_screen(NewAgentScreen(known=set(screen.by_name)), created)
+    return made
 
 
-@handles("attach")
-def attach(screen: MainView) -> None:
-    name = screen.target()
-    if name:
-        screen.run_job(f"attach {name}",
-                       lambda d: screen.post_message(msg.AttachReady(name, d.attach_argv(name))))
+@handles("new_agent")
+def new_agent(screen: MainView) -> None:
+    screen.app.push_screen(NewAgentScreen(known=set(screen.by_name)),
+                           _listed_when_made(screen, lambda name: f"created {name}"))
+
+
+@agent_job("attach", "attach {name}")
+def attach(screen: MainView, d: Any, name: str) -> None:
+    screen.post_message(msg.AttachReady(name, d.attach_argv(name)))
 
 
 def attach_ready(screen: MainView, message: msg.AttachReady) -> None:
@@ -217,50 +248,32 @@ def send(screen: MainView) -> None:
     screen.app.push_screen(SendScreen([name], waiting=screen.by_name[name].waiting), sent)
 
 
-def _answer(screen: MainView, approve: bool) -> None:
-    name = screen.target()
-    if not name:
-        return
+def _answer(approve: bool) -> AgentJob:
     verb = "approved" if approve else "denied"
 
-    def job(d: Any) -> None:
+    def job(screen: MainView, d: Any, name: str) -> None:
         (d.approve if approve else d.deny)(name)
         screen.post_message(msg.ActionDone(f"{verb} {name}'s prompt"))
 
-    screen.run_job(f"{verb} {name}", job)
+    return job
 
 
-handles("approve", when=_waiting)(lambda screen: _answer(screen, True))
-handles("deny", when=_waiting)(lambda screen: _answer(screen, False))
+agent_job("approve", "approved {name}", when=_waiting)(_answer(True))
+agent_job("deny", "denied {name}", when=_waiting)(_answer(False))
 
 
-@handles("restart")
-def restart(screen: MainView) -> None:
-    name = screen.target()
-    if not name:
-        return
-
-    def job(d: Any) -> None:
-        d.restart(name)
-        screen.post_message(msg.ActionDone(f"restarted {name}"))
-
-    screen.app.notify(f"restarting {name}…", timeout=2)
-    screen.run_job(f"restart {name}", job)
+@agent_job("restart", "restart {name}", notice="restarting {name}…")
+def restart(screen: MainView, d: Any, name: str) -> None:
+    d.restart(name)
+    screen.post_message(msg.ActionDone(f"restarted {name}"))
 
 
-@handles("kill")
-def kill(screen: MainView) -> None:
+@agent_job("kill", "kill {name}")
+def kill(screen: MainView, d: Any, name: str) -> None:
     """First what would be lost (a worker reads it), then the dialog (:func:`kill_plan`)."""
-    name = screen.target()
-    if not name:
-        return
-
-    def job(d: Any) -> None:
-        rec = d.get(name)
-        dirty, ahead = d.agent_changes(rec)
-        screen.post_message(msg.KillPlan(name, dirty, ahead, rec.branch, rec.worktree))
-
-    screen.run_job(f"kill {name}", job)
+    rec = d.get(name)
+    dirty, ahead = d.agent_changes(rec)
+    screen.post_message(msg.KillPlan(name, dirty, ahead, rec.branch, rec.worktree))
 
 
 def kill_plan(screen: MainView, plan: msg.KillPlan) -> None:
@@ -297,14 +310,8 @@ def fork(screen: MainView) -> None:
     suggestion, n = f"{short}-fork", 2
     while suggestion in taken:
         suggestion, n = f"{short}-fork-{n}", n + 1
-
-    def forked(new: str | None) -> None:
-        if new:
-            screen.app.notify(f"forked {name} into {new}")
-            screen.select_when_listed(new)
-            screen.poke()
-
-    screen.app.push_screen(ForkScreen(name, suggestion), forked)
+    screen.app.push_screen(ForkScreen(name, suggestion),
+                           _listed_when_made(screen, lambda new: f"forked {name} into {new}"))
 
 
 @handles("broadcast", when=_any_agent)
@@ -341,53 +348,38 @@ def broadcast(screen: MainView) -> None:
 # ---------------------------------------------------------------------- review
 
 
-@handles("commit")
-def commit(screen: MainView) -> None:
-    name = screen.target()
-    if not name:
-        return
-
-    def job(d: Any) -> None:
-        result = d.review.commit(name)
-        extra = f" ({result.warning})" if getattr(result, "warning", "") else ""
-        screen.post_message(msg.ActionDone(f"committed {result.commit[:10]} in {name}: {result.subject}{extra}"))
-        screen.diff_feed.touch(name)
-
-    screen.app.notify(f"committing {name}'s work…", timeout=2)
-    screen.run_job(f"commit {name}", job)
+@agent_job("commit", "commit {name}", notice="committing {name}'s work…")
+def commit(screen: MainView, d: Any, name: str) -> None:
+    result = d.review.commit(name)
+    extra = f" ({result.warning})" if getattr(result, "warning", "") else ""
+    screen.post_message(msg.ActionDone(f"committed {result.commit[:10]} in {name}: {result.subject}{extra}"))
+    screen.diff_feed.touch(name)
 
 
-@handles("merge")
-def merge(screen: MainView) -> None:
+@agent_job("merge", "check merge {name}")
+def merge(screen: MainView, d: Any, name: str) -> None:
     """Check first (a worker), show what would change, merge on confirmation."""
-    name = screen.target()
-    if not name:
+    chk = d.review.check_merge(name)
+    lines = [f"merge {chk.branch} into {chk.target} ({chk.strategy})", ""]
+    if chk.up_to_date:
+        screen.post_message(msg.ActionDone(f"{name}: nothing to merge, {chk.target} has it all", poke=False))
+        return
+    lines.append(f"{chk.commits} commit(s); {len(chk.files)} file(s) change in {chk.target}:")
+    lines += [f"  {f.get('status', '')[:1].upper()} {f.get('path', '')}" for f in chk.files[:30]]
+    if len(chk.files) > 30:
+        lines.append(f"  … {len(chk.files) - 30} more")
+    problems = list(chk.problems)
+    if problems:
+        lines += ["", "Cannot merge now:"] + [f"  {p}" for p in problems]
+        screen.post_message(msg.ShowText(f"Merge {name}", lines))
         return
 
-    def check(d: Any) -> None:
-        chk = d.review.check_merge(name)
-        lines = [f"merge {chk.branch} into {chk.target} ({chk.strategy})", ""]
-        if chk.up_to_date:
-            screen.post_message(msg.ActionDone(f"{name}: nothing to merge, {chk.target} has it all", poke=False))
-            return
-        lines.append(f"{chk.commits} commit(s); {len(chk.files)} file(s) change in {chk.target}:")
-        lines += [f"  {f.get('status', '')[:1].upper()} {f.get('path', '')}" for f in chk.files[:30]]
-        if len(chk.files) > 30:
-            lines.append(f"  … {len(chk.files) - 30} more")
-        problems = list(chk.problems)
-        if problems:
-            lines += ["", "Cannot merge now:"] + [f"  {p}" for p in problems]
-            screen.post_message(msg.ShowText(f"Merge {name}", lines))
-            return
+    def do_merge(d2: Any) -> None:
+        res = d2.review.merge(name)
+        done = getattr(res, "commit", "") or ""
+        screen.post_message(msg.ActionDone(f"merged {name} into {chk.target} {done[:10]}".rstrip()))
 
-        def do_merge(d2: Any) -> None:
-            res = d2.review.merge(name)
-            done = getattr(res, "commit", "") or ""
-            screen.post_message(msg.ActionDone(f"merged {name} into {chk.target} {done[:10]}".rstrip()))
-
-        screen.post_message(msg.ShowText(f"Merge {name}", lines, confirm=do_merge))
-
-    screen.run_job(f"check merge {name}", check)
+    screen.post_message(msg.ShowText(f"Merge {name}", lines, confirm=do_merge))
 
 
 @handles("compare", when=_any_agent)

@@ -18,6 +18,7 @@ from textual.worker import Worker, WorkerState
 from agentdeck.tui.attach import Attacher, default_attacher
 from agentdeck.tui.bindings import check_keymap, palette_binding
 from agentdeck.tui.commands import DeckCommands
+from agentdeck.tui.context import FeedSettings
 from agentdeck.tui.live import DeckPool, diff_size
 from agentdeck.tui.main_screen import MainScreen
 
@@ -39,11 +40,7 @@ class DeckApp(App[int]):
         self.attacher: Attacher = attacher or default_attacher()
         self.clock = clock
         self.live = live
-        self.poll_interval = poll_interval
-        self.preview_interval = preview_interval
-        self.size_fn = size_fn
-        self.watch_worktrees = watch_worktrees
-        self.usage_interval = usage_interval  # seconds between token-usage passes (agentdeck.usage)
+        self.feeds = FeedSettings(poll_interval, preview_interval, size_fn, watch_worktrees, usage_interval)
         self.bells = 0
         self.notices: list[tuple[str, str]] = []  # (severity, message), newest last: the history of toasts
         self.main_screen: Any = None

@@ -61,9 +61,9 @@ class MainScreen(Screen):
         self._bindings_key: tuple = ()
         self._stop = threading.Event()
         app = deck_app(self)
-        self.status_feed = StatusFeed(app.pool, interval=app.poll_interval)
-        self.preview_feed = PreviewFeed(app.pool, self._preview_target, interval=app.preview_interval)
-        self.diff_feed = DiffFeed(app.pool, size_fn=app.size_fn, watch=app.watch_worktrees)
+        self.status_feed = StatusFeed(app.pool, interval=app.feeds.poll_interval)
+        self.preview_feed = PreviewFeed(app.pool, self._preview_target, interval=app.feeds.preview_interval)
+        self.diff_feed = DiffFeed(app.pool, size_fn=app.feeds.size_fn, watch=app.feeds.watch_worktrees)
         self.usage_feed: UsageFeed | None = None
 
     # ------------------------------------------------------------------ layout
@@ -94,7 +94,7 @@ class MainScreen(Screen):
         if self.live:
             self.start_feeds()
             app = deck_app(self)
-            self.usage_feed = UsageFeed(app.pool, interval=app.usage_interval)
+            self.usage_feed = UsageFeed(app.pool, interval=app.feeds.usage_interval)
             self._feed(self.usage_feed, "usage")
         self.set_interval(5.0, self._tick_ages)
 

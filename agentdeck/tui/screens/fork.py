@@ -3,79 +3,60 @@ and its conversation where the agent can fork it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import ClassVar
 
-from textual import on, work
-from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual import work
 from textual.message import Message
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widget import Widget
+from textual.widgets import Input, Label, Static
 
 from agentdeck.tui.context import deck_app
+from agentdeck.tui.screens.form import FormScreen
 
 
-class ForkScreen(ModalScreen[str | None]):
+class ForkScreen(FormScreen[str]):
     """Dismisses with the new agent's name (a key over several repositories), or None."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
+    OK_LABEL = "Fork"
+    STATUS = "fork"
+    BUSY_CLASSES: ClassVar[tuple[str, ...]] = ("-shown",)
+    BUSY_NOTE = "still forking…"
 
+    @dataclass
     class Done(Message):
-        def __init__(self, name: str, error: str = "") -> None:
-            super().__init__()
-            self.name = name
-            self.error = error
+        name: str
+        error: str = ""
 
     def __init__(self, source: str, suggestion: str) -> None:
         super().__init__(id="fork")
         self.source = source
         self.suggestion = suggestion
-        self.busy = False
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="dialog"):
-            yield Static(f"Fork {self.source}", classes="dialog-title")
-            yield Static("a new agent from its current work (uncommitted changes included) and, where the "
-                         "agent can, its conversation", classes="dialog-note")
-            yield Label("New name")
-            yield Input(value=self.suggestion, id="name")
-            yield Label("Prompt (optional)")
-            yield Input(placeholder="what the fork should do differently", id="prompt")
-            yield Static("", id="fork-error", classes="field-error")
-            with Horizontal(classes="buttons"):
-                yield Button("Fork", variant="primary", id="ok")
-                yield Button("Cancel", id="cancel")
+    def heading(self) -> str:
+        return f"Fork {self.source}"
 
-    def on_mount(self) -> None:
-        self.query_one("#name", Input).focus()
+    def fields(self) -> Iterable[Widget]:
+        yield Static("a new agent from its current work (uncommitted changes included) and, where the "
+                     "agent can, its conversation", classes="dialog-note")
+        yield Label("New name")
+        yield Input(value=self.suggestion, id="name")
+        yield Label("Prompt (optional)")
+        yield Input(placeholder="what the fork should do differently", id="prompt")
+        yield Static("", id="fork-error", classes="field-error")
 
-    def show_error(self, text: str) -> None:
-        box = self.query_one("#fork-error", Static)
-        box.update(text)
-        box.set_class(bool(text), "-shown")
-
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#ok")
-    def action_fork(self) -> None:
-        if self.busy:
-            return
+    def submit(self) -> None:
         from agentdeck.deck import validate_name
         from agentdeck.errors import AgentdeckError
 
         try:
-            name = validate_name(self.query_one("#name", Input).value)
+            name = validate_name(self.value("#name"))
         except AgentdeckError as exc:
-            self.show_error(str(exc))
+            self.show_error("fork", str(exc))
             return
-        self.busy = True
-        for widget in self.query("Input, Button"):
-            widget.disabled = True
-        self.show_error("")
-        status = self.query_one("#fork-error", Static)
-        status.update(f"forking {self.source} into {name}…")
-        status.add_class("-shown")
-        self._fork(name, self.query_one("#prompt", Input).value)
+        self.set_busy(True, f"forking {self.source} into {name}…")
+        self._fork(name, self.value("#prompt"))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="fork")
     def _fork(self, name: str, prompt: str) -> None:
@@ -92,18 +73,10 @@ class ForkScreen(ModalScreen[str | None]):
         self.post_message(self.Done(rec.name))
 
     def on_fork_screen_done(self, message: Done) -> None:
-        self.busy = False
         if message.error:
-            for widget in self.query("Input, Button"):
-                widget.disabled = False
-            self.show_error(message.error)
+            self.set_busy(False)
+            self.show_error("fork", message.error)
             self.query_one("#name", Input).focus()
             return
+        self.busy = False
         self.dismiss(message.name)
-
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        if self.busy:
-            self.notify("still forking…", severity="warning")
-            return
-        self.dismiss(None)

@@ -7,77 +7,65 @@ git or the agent's binary, and the creation, run in a thread worker.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import ClassVar
 
 from textual import on, work
-from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widget import Widget
+from textual.widgets import Input, Label, Select, Static
 
 from agentdeck.tui.context import deck_app
+from agentdeck.tui.screens.form import FormScreen
 
 FIELDS = ("name", "definition", "base", "prompt", "form")
 
 
-class NewAgentScreen(ModalScreen[str | None]):
+class NewAgentScreen(FormScreen[str]):
     """Dismisses with the new agent's name, or None when cancelled."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "cancel"),
-        Binding("ctrl+s", "create", "create"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+s", "submit", "create")]  # and escape: cancel
+    OK_LABEL = "Create"
+    OK_ID = "create"
+    BUSY_NOTE = "still creating the agent…"
 
+    @dataclass
     class Failed(Message):
-        def __init__(self, field: str, text: str) -> None:
-            super().__init__()
-            self.field = field
-            self.text = text
+        field: str
+        text: str
 
+    @dataclass
     class Created(Message):
-        def __init__(self, name: str) -> None:
-            super().__init__()
-            self.name = name
+        name: str
 
     def __init__(self, known: set[str]) -> None:
         super().__init__(id="new-agent")
         self.known = known
-        self.busy = False
 
-    def compose(self) -> ComposeResult:
+    def heading(self) -> str:
+        return "New agent"
+
+    def fields(self) -> Iterable[Widget]:
         config = deck_app(self).deck.config
         definitions = config.definitions()
         default = config.deck.default_agent if config.deck.default_agent in definitions else definitions[0]
-        with Vertical(id="dialog", classes="dialog"):
-            yield Static("New agent", classes="dialog-title")
-            yield Label("Name")
-            yield Input(placeholder="north-star", id="name")
-            yield Static("", id="name-error", classes="field-error")
-            yield Label("Definition")
-            yield Select([(d, d) for d in definitions], value=default, allow_blank=False, id="definition")
-            yield Static("", id="definition-error", classes="field-error")
-            yield Label("Base branch")
-            yield Input(placeholder="empty = the current branch", id="base")
-            yield Static("", id="base-error", classes="field-error")
-            yield Label("Initial prompt")
-            yield Input(placeholder="what should it do? (optional)", id="prompt")
-            yield Static("", id="prompt-error", classes="field-error")
-            yield Static("", id="form-error", classes="field-error")
-            with Horizontal(classes="buttons"):
-                yield Button("Create", variant="primary", id="create")
-                yield Button("Cancel", id="cancel")
-
-    def on_mount(self) -> None:
-        self.query_one("#name", Input).focus()
+        yield Label("Name")
+        yield Input(placeholder="north-star", id="name")
+        yield Static("", id="name-error", classes="field-error")
+        yield Label("Definition")
+        yield Select([(d, d) for d in definitions], value=default, allow_blank=False, id="definition")
+        yield Static("", id="definition-error", classes="field-error")
+        yield Label("Base branch")
+        yield Input(placeholder="empty = the current branch", id="base")
+        yield Static("", id="base-error", classes="field-error")
+        yield Label("Initial prompt")
+        yield Input(placeholder="what should it do? (optional)", id="prompt")
+        yield Static("", id="prompt-error", classes="field-error")
+        yield Static("", id="form-error", classes="field-error")
 
     # ------------------------------------------------------------------ validation
-    def show_error(self, field: str, text: str) -> None:
-        box = self.query_one(f"#{field}-error", Static)
-        box.update(text)
-        box.set_class(bool(text), "-shown")
-
     def clear_errors(self) -> None:
         for field in FIELDS:
             self.show_error(field, "")
@@ -88,7 +76,7 @@ class NewAgentScreen(ModalScreen[str | None]):
         from agentdeck.errors import AgentdeckError
 
         ok = True
-        name = self.query_one("#name", Input).value
+        name = self.value("#name")
         try:
             clean = validate_name(name)
             if clean in self.known:
@@ -105,53 +93,21 @@ class NewAgentScreen(ModalScreen[str | None]):
 
     @on(Input.Changed, "#name")
     def _name_changed(self) -> None:
-        if self.query_one("#name", Input).value:
+        if self.value("#name"):
             self.quick_check()
         else:
             self.show_error("name", "")
 
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self.action_create()
-
-    @on(Button.Pressed, "#create")
-    def _create_pressed(self) -> None:
-        self.action_create()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel_pressed(self) -> None:
-        self.action_cancel()
-
-    def action_cancel(self) -> None:
-        if self.busy:
-            self.notify("still creating the agent…", severity="warning")
-            return
-        self.dismiss(None)
-
-    def action_create(self) -> None:
-        if self.busy:
-            return
+    def submit(self) -> None:
         self.clear_errors()
         if not self.quick_check():
             return
-        name = self.query_one("#name", Input).value.strip()
+        name = self.value("#name").strip()
         definition = str(self.query_one("#definition", Select).value)
-        base = self.query_one("#base", Input).value.strip() or None
-        prompt = self.query_one("#prompt", Input).value
-        self.set_busy(True)
+        base = self.value("#base").strip() or None
+        prompt = self.value("#prompt")
+        self.set_busy(True, "creating the branch, worktree and pane…")
         self._create(name, definition, base, prompt)
-
-    def set_busy(self, busy: bool) -> None:
-        self.busy = busy
-        for widget in self.query("Input, Select, Button"):
-            widget.disabled = busy
-        self.show_error("form", "")
-        status = self.query_one("#form-error", Static)
-        if busy:
-            status.update("creating the branch, worktree and pane…")
-            status.add_class("busy", "-shown")
-        else:
-            status.remove_class("busy")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="new-agent")
     def _create(self, name: str, definition: str, base: str | None, prompt: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -30,11 +31,13 @@ from textual.widgets import DataTable, Input, Markdown, Static
 
 from agentdeck.deck import Deck
 from agentdeck.tui.context import deck_app
+from agentdeck.tui.widgets.list_pane import ListPane
 
 SEARCH_LIMIT = 50
 RECENT_LIMIT = 100
 ACTIVITY_LIMIT = 200
 REFRESH_DEBOUNCE_S = 0.1
+NOTE_COLUMNS = (("title", "TITLE"), ("kind", "KIND"), ("tags", "TAGS"), ("author", "BY"), ("updated", "UPDATED"))
 
 
 class SearchBox(Input):
@@ -48,32 +51,30 @@ class SearchBox(Input):
             pane.focus_results()
 
 
+@dataclass
 class MemoryResults(Message):
     """Notes for the list (a search's hits or the newest notes) and the activity by agent."""
 
-    def __init__(self, seq: int, query: str, notes: list[dict[str, Any]],
-                 activity: list[tuple[str, int, str, str]], error: str = "") -> None:
-        super().__init__()
-        self.seq = seq
-        self.query = query
-        self.notes = notes
-        self.activity = activity
-        self.error = error
+    seq: int
+    query: str
+    notes: list[dict[str, Any]]
+    activity: list[tuple[str, int, str, str]]
+    error: str = ""
 
 
+@dataclass
 class NoteLoaded(Message):
-    def __init__(self, note_id: str, markdown: str) -> None:
-        super().__init__()
-        self.note_id = note_id
-        self.markdown = markdown
+    """A note rendered as Markdown (read in a worker)."""
+
+    note_id: str
+    markdown: str
 
 
+@dataclass
 class MemoryChanged(Message):
     """The watcher saw writes (posted from its thread)."""
 
-    def __init__(self, ids: set[str]) -> None:
-        super().__init__()
-        self.ids = ids
+    ids: set[str]
 
 
 def note_markdown(note: Any) -> str:
@@ -102,7 +103,7 @@ def activity_by_agent(rows: list[dict[str, Any]], limit: int = 6) -> list[tuple[
     return out
 
 
-class MemoryPane(Vertical):
+class MemoryPane(ListPane):
     DEFAULT_CSS = """
     MemoryPane { height: 1fr; }
     MemoryPane > #memory-search { height: 3; }
@@ -114,6 +115,8 @@ class MemoryPane(Vertical):
     MemoryPane #memory-note-scroll { width: 3fr; border-left: solid $panel; }
     MemoryPane #memory-note { margin: 0 1; }
     """
+    TABLE = "notes"
+    COLUMNS = NOTE_COLUMNS
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -144,11 +147,7 @@ class MemoryPane(Vertical):
                 yield Markdown("", id="memory-note")
 
     def on_mount(self) -> None:
-        table = self.query_one("#notes", DataTable)
-        for key, label in (("title", "TITLE"), ("kind", "KIND"), ("tags", "TAGS"), ("author", "BY"),
-                           ("updated", "UPDATED")):
-            table.add_column(label, key=key)
-        table.display = False
+        self.table.display = False  # the columns: ListPane
 
     def on_unmount(self) -> None:
         self._closed = True
@@ -302,9 +301,7 @@ class MemoryPane(Vertical):
                 ", ".join(tags) if isinstance(tags, (list, tuple)) else str(tags), str(note.get("author", "")),
                 str(note.get("updated", ""))[:16].replace("T", " "), key=str(note.get("id")),
             )
-        ids = [str(n.get("id")) for n in notes]
-        if keep in ids:
-            table.move_cursor(row=ids.index(keep))
+        self.keep_cursor([str(n.get("id")) for n in notes], keep)
         if query.strip():
             status = (f"{len(notes)} match(es) for {query.strip()!r}, best first" if notes
                       else f"nothing matches {query.strip()!r} (yet: the list follows every write)")
@@ -314,7 +311,7 @@ class MemoryPane(Vertical):
                                     "`agentdeck memory add`")
         self.query_one("#memory-status", Static).update(Text(status, style="italic"))
         table.display = bool(notes)
-        self._show_selected()
+        self.show_highlighted()
 
     def _paint_activity(self) -> None:
         now = time.time()
@@ -329,12 +326,7 @@ class MemoryPane(Vertical):
         text.rstrip()
         self.query_one("#memory-activity", Static).update(text)
 
-    @on(DataTable.RowHighlighted, "#notes")
-    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        event.stop()
-        self._show_selected()
-
-    def _show_selected(self) -> None:
+    def show_highlighted(self) -> None:
         note_id = self.selected
         view = self.query_one("#memory-note", Markdown)
         if note_id is None:
@@ -364,10 +356,8 @@ class MemoryPane(Vertical):
 
     @property
     def selected(self) -> str | None:
-        table = self.query_one("#notes", DataTable)
-        if not self.notes or table.cursor_row < 0 or table.cursor_row >= len(self.notes):
-            return None
-        return str(self.notes[table.cursor_row].get("id"))
+        note = self.at_cursor(self.notes)
+        return None if note is None else str(note.get("id"))
 
 
 def _ago(stamp: str, now: float) -> str:
