@@ -16,7 +16,8 @@ Labs:
   along d1 = -d2, so the "optimum" would be wherever a method's range ends); ``c`` is therefore a
   correlation of 0.3 between d1 and d2, ``c = 0.3 * 2 * sqrt(a1 a2) = 0.054``.
 * ``nanolab`` — ``examples/nanolab`` with ``NANOLAB_TINY=1`` on the CPU (its own protected
-  evaluation), at ``--budget`` seconds per trial.
+  evaluation), at ``--budget`` seconds per trial, counted in the job's CPU seconds on one thread
+  (``NANOLAB_CPU_CLOCK=1``): what a trial trains does not depend on what else the machine runs.
 
 Reported per method: the run's best (the kept, noise-aware value: the research branch's best) after
 10, 20 and 40 proposals — median and [min, max] over seeds — the synthetic lab's noise-free value of
@@ -172,7 +173,7 @@ def run_one(lab: str, method: str, seed: int, trials: int, work: Path, budget: f
         make_nanolab(repo, method, budget)
     env = dict(os.environ, BENCH_SEED=str(seed), PYTHONPATH=str(ROOT))
     if lab == "nanolab":
-        env.update(NANOLAB_TINY="1", NANOLAB_CACHE=str(work / "nanolab-cache"))
+        env.update(NANOLAB_TINY="1", NANOLAB_CACHE=str(work / "nanolab-cache"), NANOLAB_CPU_CLOCK="1")
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "agentdeck", "research", "run", "--tag", f"s{seed}",
                            "--trials", str(trials)], cwd=repo, env=env, capture_output=True, text=True)
@@ -183,8 +184,8 @@ def run_one(lab: str, method: str, seed: int, trials: int, work: Path, budget: f
 
     research = Research.open(repo)
     try:
-        run = research.ledger.run(f"s{seed}")
-        rows = research.ledger.trials(f"s{seed}")
+        run = research.ledger.run(f"s{seed}").to_json()  # (read as plain dicts below)
+        rows = [t.to_json() for t in research.ledger.trials(f"s{seed}")]
     finally:
         research.close()
     direction = 1.0  # both labs: lower is better

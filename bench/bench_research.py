@@ -105,12 +105,12 @@ def run_bench(slots: int, budget: float, trials: int, confirm: bool = False) -> 
     research.run(tag)
     wall = time.time() - t0
     status = research.status(tag)
-    ledger_trials = [t for t in research.ledger.trials(tag) if t["started_at"] and t["ended_at"]]
+    ledger_trials = [t for t in research.ledger.trials(tag) if t.started_at and t.ended_at]
 
     # Slot occupancy from the ledger (the harness's view: lease to release).
     spans: dict[str, list[tuple[float, float]]] = {}
     for t in ledger_trials:
-        spans.setdefault(t["gpu"], []).append((t["started_at"], t["ended_at"]))
+        spans.setdefault(t.gpu, []).append((t.started_at, t.ended_at))
     first = min(s for v in spans.values() for s, _ in v)
     last = max(e for v in spans.values() for _, e in v)
     busy = sum(e - s for v in spans.values() for s, e in v)

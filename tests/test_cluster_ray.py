@@ -286,13 +286,13 @@ def test_restart_mid_run_reattaches_ray_jobs(tmp_path, ray_cluster):
     assert proc.returncode == 0, proc.stderr
     research = research_for(repo)
     retry_until(lambda: [t for t in research.ledger.trials("rr", states=("running",))
-                         if t["started_at"] is not None], timeout=60, what="a running job")
-    loop_pid = research.ledger.run("rr")["pid"]
+                         if t.started_at is not None], timeout=60, what="a running job")
+    loop_pid = research.ledger.run("rr").pid
     os.kill(loop_pid, signal.SIGKILL)  # agentdeck dies hard; the Ray job keeps running
     retry_until(lambda: not research.loop_alive("rr"), timeout=10)
     running = research.ledger.trials("rr", states=("running",))
     assert running
-    ids = {t["id"]: t["job"]["submission_id"] for t in running}
+    ids = {t.id: t.job["submission_id"] for t in running}
     proc = run_cli("research", "run", "--tag", "rr", cwd=repo, timeout=150)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     status = research.status("rr")

@@ -43,7 +43,7 @@ def test_a_fake_metric_loses_to_the_protected_evaluation(tmp_path, sandbox):
     assert (base["status"], base["metric"], base["claimed"]) == ("keep", 18.0, 18.0)
     fake = by_desc(status, "fake")
     assert fake["status"] == "discard" and fake["metric"] == 18.0 and fake["claimed"] == 0.0001
-    disagreement = research.trial(fake["id"], tag)["meta"]["disagreement"]
+    disagreement = research.trial(fake["id"], tag).meta["disagreement"]
     assert "claimed score 0.0001" in disagreement and "measured 18" in disagreement
     real = by_desc(status, "real")
     assert (real["status"], real["metric"]) == ("keep", 6.0)

@@ -299,7 +299,7 @@ def test_four_slots_never_shared(tmp_path, monkeypatch):
 
 
 def _wait_state(research, tag, *states, timeout=60):
-    return retry_until(lambda: research.ledger.run(tag)["state"] in states, timeout=timeout,
+    return retry_until(lambda: research.ledger.run(tag).state in states, timeout=timeout,
                        what=f"state in {states}")
 
 
@@ -370,7 +370,7 @@ def test_restart_mid_run_reattaches_or_records_lost(tmp_path):
     research = research_for(repo)
     # Wait for two jobs running at once, then kill the loop process hard (no cleanup at all).
     retry_until(lambda: len(research.ledger.trials("rs", states=("running",))) == 2, timeout=30)
-    loop_pid = research.ledger.run("rs")["pid"]
+    loop_pid = research.ledger.run("rs").pid
     assert loop_pid > 0 and research.loop_alive("rs")
     os.kill(loop_pid, signal.SIGKILL)
     retry_until(lambda: not research.loop_alive("rs"), timeout=10)
@@ -379,18 +379,18 @@ def test_restart_mid_run_reattaches_or_records_lost(tmp_path):
     assert len(running) == 2
     survivor, victim = running
     # One job keeps running; the other dies with its whole group while no loop watches it.
-    os.killpg(victim["job"]["pgid"], signal.SIGKILL)
-    retry_until(lambda: not Path(f"/proc/{victim['job']['pid']}").exists(), timeout=10)
-    assert Path(f"/proc/{survivor['job']['pid']}").exists()
+    os.killpg(victim.job["pgid"], signal.SIGKILL)
+    retry_until(lambda: not Path(f"/proc/{victim.job['pid']}").exists(), timeout=10)
+    assert Path(f"/proc/{survivor.job['pid']}").exists()
     # Restart: the survivor is picked up again (not re-run), the victim is recorded as lost.
     proc = run_cli("research", "run", "--tag", "rs", cwd=repo, timeout=120)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     status = research.status("rs")
     by_id = {t["id"]: t for t in status["trials"]}
-    assert by_id[victim["id"]]["status"] == "crash" and by_id[victim["id"]]["reason"] == "lost"
-    assert by_id[survivor["id"]]["status"] in ("keep", "discard")
-    assert by_id[survivor["id"]]["metric"] is not None
-    assert research.log(survivor["id"]).count("score:") == 1  # the same job, not a second run
+    assert by_id[victim.id]["status"] == "crash" and by_id[victim.id]["reason"] == "lost"
+    assert by_id[survivor.id]["status"] in ("keep", "discard")
+    assert by_id[survivor.id]["metric"] is not None
+    assert research.log(survivor.id).count("score:") == 1  # the same job, not a second run
     assert status["state"] == "done", (status["message"], status["trials"])
     # The ledger is whole: every trial decided, each run one row in results.tsv.
     assert all(t["status"] in ("keep", "discard", "crash") for t in status["trials"])
@@ -436,13 +436,13 @@ def test_resume_restarts_a_dead_loop_in_the_background(tmp_path):
     assert run_cli("research", "run", "--tag", "rz", "--trials", "2", "--detach", cwd=repo).returncode == 0
     research = research_for(repo)
     retry_until(lambda: research.ledger.trials("rz", states=("running",)), timeout=60)
-    os.kill(research.ledger.run("rz")["pid"], signal.SIGKILL)
+    os.kill(research.ledger.run("rz").pid, signal.SIGKILL)
     retry_until(lambda: not research.loop_alive("rz"), timeout=10)
     proc = run_cli("research", "resume", "--json", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["restarted"] is True and result["pid"] != 0
-    retry_until(lambda: research.ledger.run("rz")["state"] == "done", timeout=90)
+    retry_until(lambda: research.ledger.run("rz").state == "done", timeout=90)
     status = research.status("rz")
     assert status["proposals"] == 2
     assert all(t["status"] in ("keep", "discard") for t in status["trials"])

@@ -17,7 +17,7 @@ from support import git, make_repo
 
 from agentdeck.research import gitops, hardware, policy
 from agentdeck.research.ledger import Ledger
-from agentdeck.research.model import Gate, JobOutcome, Judgement, PathFacts, Rerun, Verdict
+from agentdeck.research.model import Gate, JobOutcome, Judgement, PathFacts, Rerun, Run, Trial, Verdict
 from agentdeck.research.results_tsv import ResultsTsv
 
 FILE = PathFacts("file", 1, 1, 10)
@@ -274,16 +274,43 @@ def test_a_run_recorded_before_the_chain_is_adopted_in_one_step(tmp_path):
     assert ledger.start_chain("old") == head
     ledger.close()
 
+def test_the_ledger_reads_and_writes_typed_records(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    ledger.create_run("r", branch="research/r", base_branch="main", base_commit="abc", settings={"slots": ["0"]})
+    tid = ledger.insert_trial("r", kind="proposal", commit="c" * 40, parent="abc", meta={"params": {"X": 1.0}},
+                              metric=float("nan"))
+    ledger.update_trial("r", tid, state="judging", metric=2.5, seconds=float("inf"))
+    trial = ledger.trial("r", tid)
+    assert isinstance(trial, Trial) and ledger.trials("r") == [trial]
+    assert (trial.commit, trial.parent, trial.meta, trial.metric, trial.seconds) == ("c" * 40, "abc",
+                                                                                    {"params": {"X": 1.0}}, 2.5, None)
+    # The plain form the boundaries get: the ledger's columns, `commit` (not `commit_sha`) last.
+    shown = trial.to_json()
+    assert list(shown)[:3] == ["tag", "id", "kind"] and list(shown)[-1] == "commit" and "commit_sha" not in shown
+    raw = sqlite3.connect(tmp_path / "ledger.db")
+    assert raw.execute("SELECT commit_sha, meta FROM trials").fetchone() == ("c" * 40, '{"params": {"X": 1.0}}')
+    raw.close()
+    run = ledger.run("r")
+    assert isinstance(run, Run) and run.settings == {"slots": ["0"]} and run.best_trial is None
+    # A name that is no field of the record is refused before anything is written.
+    with pytest.raises(ValueError, match="commit_sha"):
+        ledger.update_trial("r", tid, commit_sha="d" * 40)
+    with pytest.raises(ValueError, match="bogus"):
+        ledger.update_run("r", bogus=1)
+    assert ledger.trial("r", tid) == trial
+    ledger.close()
+
+
 
 def test_results_tsv_is_rewritten_after_a_foreign_write(tmp_path):
     tsv = ResultsTsv(tmp_path / "results.tsv", "score")
-    trials = [{"id": 1, "commit": "a" * 40, "metric": 2.0, "status": "keep", "description": "baseline",
-               "kind": "baseline"}]
+    trials = [Trial(tag="t", id=1, kind="baseline", commit="a" * 40, metric=2.0, status="keep",
+                    description="baseline")]
     assert tsv.append(trials[0], ledger_rows=lambda: trials) is False
     with open(tsv.path, "a") as fh:
         fh.write("fake\t0.000001\t0.0\tkeep\tcheat\t99\tproposal\t0\t1.0\n")
-    trials.append({"id": 2, "commit": "b" * 40, "metric": 3.0, "status": "discard", "description": "two",
-                   "kind": "proposal"})
+    trials.append(Trial(tag="t", id=2, kind="proposal", commit="b" * 40, metric=3.0, status="discard",
+                        description="two"))
     assert tsv.append(trials[1], ledger_rows=lambda: trials) is True
     text = tsv.path.read_text()
     assert "cheat" not in text and [r["trial"] for r in tsv.rows()] == ["1", "2"]

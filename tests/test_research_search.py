@@ -180,8 +180,8 @@ Y = {{ choices = [1.0, 2.0] }}
 
 def _points(research, tag):
     """The points the search asked for (a winner the loop re-applies on a newer best is not an ask)."""
-    return [tuple(t["meta"]["params"][k] for k in ("X", "Y")) for t in research.ledger.trials(tag)
-            if t["kind"] == "proposal" and t["proposer"] == "search" and "reapplied_from" not in t["meta"]]
+    return [tuple(t.meta["params"][k] for k in ("X", "Y")) for t in research.ledger.trials(tag)
+            if t.kind == "proposal" and t.proposer == "search" and "reapplied_from" not in t.meta]
 
 
 @pytest.mark.slow
@@ -211,10 +211,10 @@ def test_search_resumes_from_the_ledger_and_parallel_workers_never_repeat(tmp_pa
     (study,) = proposer._studies.values()
     told = {(t.params["X"], t.params["Y"]): t.value for t in study.study.trials if t.state.name == "COMPLETE"}
     for t in before:  # every trial of the first process that has a value
-        if t["kind"] == "proposal" and t["status"] in ("keep", "discard") and t["metric"] is not None:
-            found = sp.constants_by_key({"train.py": git(repo, "show", f"{t['commit']}:lab/train.py")})
+        if t.kind == "proposal" and t.status in ("keep", "discard") and t.metric is not None:
+            found = sp.constants_by_key({"train.py": git(repo, "show", f"{t.commit}:lab/train.py")})
             assert told[(found[("train.py", "X")].value, found[("train.py", "Y")].value)] == pytest.approx(
-                t["meta"].get("kept_value", t["metric"]))
+                t.meta.get("kept_value", t.metric))
     assert told[(3.0, 1.0)] == pytest.approx(18.0)  # the baseline, told too
     # No ask duplicated an earlier trial: the only duplicates are changes the loop moved onto a newer best.
     status = research.status("s1")
@@ -298,19 +298,19 @@ def test_a_code_change_starts_a_new_study_seeded_with_what_still_applies(tmp_pat
                      ScriptedProposer([{"set": {"X": "7.0", "Y": "1.0"}}]), CodeChange()):
         assert research.run(tag, proposer=proposer)["state"] == "done"
         research.start(tag, trials=1)
-    assert [t["status"] for t in research.ledger.trials(tag)] == ["keep"] * 4
+    assert [t.status for t in research.ledger.trials(tag)] == ["keep"] * 4
     settings = research.settings_from_run(research.ledger.run(tag))
     proposer = research.make_proposer("search", tag, settings)
     assert research.run(tag, proposer=proposer)["state"] == "done"
     last = research.ledger.trials(tag)[-1]
-    assert last["proposer"] == "search" and last["status"] in ("keep", "discard")
+    assert last.proposer == "search" and last.status in ("keep", "discard")
     (study,) = proposer._studies.values()
     # The new study was told only the trial with the new code (the origin, (7, 1) at -8) ...
     complete = [(t.params["X"], t.params["Y"], t.value) for t in study.study.trials if t.state.name == "COMPLETE"]
     assert complete[0] == (7.0, 1.0, pytest.approx(-8.0)) and len(complete) == 1
     # ... and asked first for the best point of the old code that is not the current one: (5, 2).
-    assert tuple(last["meta"]["params"][k] for k in ("X", "Y")) == (5.0, 2.0)
-    assert last["description"] == "X 7.0 -> 5.0, Y 1.0 -> 2.0" and last["metric"] == pytest.approx(-5.0)
+    assert tuple(last.meta["params"][k] for k in ("X", "Y")) == (5.0, 2.0)
+    assert last.description == "X 7.0 -> 5.0, Y 1.0 -> 2.0" and last.metric == pytest.approx(-5.0)
     research.close()
 
 
@@ -424,7 +424,7 @@ def test_one_study_per_hardware_class(tmp_path):
     head = git(repo, "rev-parse", "HEAD")
     for hardware, value in (("cpu", 18.0), ("h100", 5.0)):
         research.ledger.insert_trial(tag, kind="baseline", state="final", status="keep", metric=value,
-                                     commit_sha=head, parent=head, hardware=hardware)
+                                     commit=head, parent=head, hardware=hardware)
     from agentdeck.research import gitops
     from agentdeck.research.proposers.base import ProposalRequest
 

@@ -79,12 +79,12 @@ def lab(tmp_path, monkeypatch, hold: float, slots: str, workers: int):
 
 
 def proposals(research, tag):
-    return [t for t in research.ledger.trials(tag) if t["kind"] == "proposal"]
+    return [t for t in research.ledger.trials(tag) if t.kind == "proposal"]
 
 
 def at(research, tag, x):
-    found = [t for t in proposals(research, tag) if t["meta"]["params"]["X"] == x]
-    assert len(found) == 1, [(t["id"], t["description"], t["status"], t["reason"]) for t in proposals(research, tag)]
+    found = [t for t in proposals(research, tag) if t.meta["params"]["X"] == x]
+    assert len(found) == 1, [(t.id, t.description, t.status, t.reason) for t in proposals(research, tag)]
     return found[0]
 
 
@@ -102,28 +102,28 @@ def test_a_queued_search_proposal_is_redone_on_the_new_best(tmp_path, monkeypatc
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(research.run(tag, proposer=proposer)), daemon=True)
     thread.start()
-    retry_until(lambda: len(proposals(research, tag)) == 2 and proposals(research, tag)[1]["state"] == "queued",
+    retry_until(lambda: len(proposals(research, tag)) == 2 and proposals(research, tag)[1].state == "queued",
                 timeout=60)
     # Paused, (7, 1) stays queued while (5, 2) finishes and is kept: it is moved while it waits.
     research.ledger.set_control(tag, "pause")
     (tmp_path / "gate").touch()
-    retry_until(lambda: at(research, tag, 5.0)["status"] == "keep", timeout=60)
-    retry_until(lambda: at(research, tag, 7.0)["parent"] == at(research, tag, 5.0)["commit"]
-                or at(research, tag, 7.0)["state"] == "final", timeout=60)
-    assert at(research, tag, 7.0)["state"] == "queued", at(research, tag, 7.0)["reason"]
+    retry_until(lambda: at(research, tag, 5.0).status == "keep", timeout=60)
+    retry_until(lambda: at(research, tag, 7.0).parent == at(research, tag, 5.0).commit
+                or at(research, tag, 7.0).state == "final", timeout=60)
+    assert at(research, tag, 7.0).state == "queued", at(research, tag, 7.0).reason
     research.resume(tag)
     thread.join(90)
     assert outcome.get("state") == "done"
     first, second = at(research, tag, 5.0), at(research, tag, 7.0)
-    assert first["status"] == "keep" and first["metric"] == pytest.approx(5.0)
-    assert second["status"] == "keep", second["reason"]
-    assert second["metric"] == pytest.approx(2.0)
-    assert second["parent"] == first["commit"] and second["meta"]["rebased_from"] != second["commit"]
-    assert git(repo, "rev-parse", f"{second['commit']}^") == first["commit"]
-    assert git(repo, "rev-parse", "research/q") == second["commit"]
-    assert second["description"] == "X 5.0 -> 7.0, Y 2.0 -> 1.0"  # described against the best it runs on
-    assert "X = 7.0" in git(repo, "show", f"{second['commit']}:lab/train.py")
-    assert research.ledger.run(tag)["duplicates"] == 0
+    assert first.status == "keep" and first.metric == pytest.approx(5.0)
+    assert second.status == "keep", second.reason
+    assert second.metric == pytest.approx(2.0)
+    assert second.parent == first.commit and second.meta["rebased_from"] != second.commit
+    assert git(repo, "rev-parse", f"{second.commit}^") == first.commit
+    assert git(repo, "rev-parse", "research/q") == second.commit
+    assert second.description == "X 5.0 -> 7.0, Y 2.0 -> 1.0"  # described against the best it runs on
+    assert "X = 7.0" in git(repo, "show", f"{second.commit}:lab/train.py")
+    assert research.ledger.run(tag).duplicates == 0
     assert len(read_records(tmp_path / "jobs.jsonl")) == 3  # the baseline and each proposal, once
     research.close()
 
@@ -141,20 +141,20 @@ def test_a_winner_measured_on_an_older_best_is_judged_as_measured(tmp_path, monk
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(research.run(tag, proposer=proposer)), daemon=True)
     thread.start()
-    retry_until(lambda: any(t["status"] == "keep" for t in proposals(research, tag)), timeout=60)
+    retry_until(lambda: any(t.status == "keep" for t in proposals(research, tag)), timeout=60)
     (tmp_path / "gate").touch()
     thread.join(90)
     assert outcome.get("state") == "done"
     assert len(proposals(research, tag)) == 2  # no re-applied copy
     first, second = at(research, tag, 5.0), at(research, tag, 7.0)
-    assert first["status"] == "keep"
-    assert second["status"] == "keep", second["reason"]
-    assert second["metric"] == pytest.approx(2.0) and "beats the best 5" in second["reason"]
-    assert second["parent"] == first["commit"] and second["meta"]["rebased_from"] != second["commit"]
-    assert git(repo, "rev-parse", f"{second['commit']}^") == first["commit"]
-    assert git(repo, "rev-parse", "research/m") == second["commit"]
-    assert git(repo, "rev-parse", f"refs/agentdeck/research/{tag}/{second['id']}") == second["commit"]
-    assert research.status(tag)["best"]["id"] == second["id"]
+    assert first.status == "keep"
+    assert second.status == "keep", second.reason
+    assert second.metric == pytest.approx(2.0) and "beats the best 5" in second.reason
+    assert second.parent == first.commit and second.meta["rebased_from"] != second.commit
+    assert git(repo, "rev-parse", f"{second.commit}^") == first.commit
+    assert git(repo, "rev-parse", "research/m") == second.commit
+    assert git(repo, "rev-parse", f"refs/agentdeck/research/{tag}/{second.id}") == second.commit
+    assert research.status(tag)["best"]["id"] == second.id
     assert len(read_records(tmp_path / "jobs.jsonl")) == 3  # judged as measured: never run twice
     research.close()
 
@@ -179,18 +179,18 @@ def test_a_winner_redone_onto_other_code_runs_again(tmp_path, monkeypatch):
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(research.run(tag, proposer=proposer)), daemon=True)
     thread.start()
-    retry_until(lambda: any(t["status"] == "keep" for t in proposals(research, tag)), timeout=60)
+    retry_until(lambda: any(t.status == "keep" for t in proposals(research, tag)), timeout=60)
     (tmp_path / "gate").touch()
     thread.join(90)
     assert outcome.get("state") == "done"
     rows = proposals(research, tag)
     first = at(research, tag, 5.0)
-    held, again = [t for t in rows if t["meta"]["params"]["X"] == 7.0]
-    assert first["status"] == "keep" and first["metric"] == pytest.approx(4.5)
-    assert held["status"] == "discard" and f"re-applied on the new best as trial {again['id']}" in held["reason"]
-    assert again["meta"]["reapplied_from"] == held["id"] and again["parent"] == first["commit"]
-    assert again["status"] == "keep" and again["metric"] == pytest.approx(1.5)
-    text = git(repo, "show", f"{again['commit']}:lab/train.py")
+    held, again = [t for t in rows if t.meta["params"]["X"] == 7.0]
+    assert first.status == "keep" and first.metric == pytest.approx(4.5)
+    assert held.status == "discard" and f"re-applied on the new best as trial {again.id}" in held.reason
+    assert again.meta["reapplied_from"] == held.id and again.parent == first.commit
+    assert again.status == "keep" and again.metric == pytest.approx(1.5)
+    text = git(repo, "show", f"{again.commit}:lab/train.py")
     assert "X = 7.0" in text and "Y = 1.0" in text and "- 0.5 +" in text
     assert len(read_records(tmp_path / "jobs.jsonl")) == 4
     research.close()

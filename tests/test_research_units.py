@@ -21,6 +21,7 @@ from agentdeck.research.executors.base import JobSpec
 from agentdeck.research.executors.local import LocalExecutor, pid_alive
 from agentdeck.research.gpus import SlotPool, parse_gpus_arg, resolve_slots, slot_env
 from agentdeck.research.metric import beats, noise_of, read_metric
+from agentdeck.research.model import Trial
 from agentdeck.research.proposers.base import ProposalFailed, ProposalRequest
 from agentdeck.research.proposers.mutate import (
     MutateProposer,
@@ -177,16 +178,16 @@ def test_mutate_without_constants_fails_clearly(tmp_path):
 
 def test_results_tsv_rows(tmp_path):
     tsv = ResultsTsv(tmp_path / "results.tsv", "val_bpb")
-    tsv.append({"commit": "abcdef1234", "metric": 0.99, "memory_gb": 44.04, "status": "keep",
-                "description": "tabs\tand\nnewlines", "id": 3, "kind": "proposal", "gpu": "0", "seconds": 300.04})
-    tsv.append({"commit": "1234567890", "metric": None, "memory_gb": None, "status": "crash",
-                "description": "oom", "id": 4, "kind": "proposal", "gpu": "1", "seconds": None})
+    tsv.append(Trial(tag="t", commit="abcdef1234", metric=0.99, memory_gb=44.04, status="keep",
+                     description="tabs\tand\nnewlines", id=3, kind="proposal", gpu="0", seconds=300.04))
+    tsv.append(Trial(tag="t", commit="1234567890", metric=None, memory_gb=None, status="crash",
+                     description="oom", id=4, kind="proposal", gpu="1", seconds=None))
     rows = tsv.rows()
     assert rows[0] == {"commit": "abcdef1", "val_bpb": "0.990000", "memory_gb": "44.0", "status": "keep",
                        "description": "tabs and newlines", "trial": "3", "kind": "proposal", "gpu": "0",
                        "seconds": "300.0"}
     assert rows[1]["val_bpb"] == "0.000000" and rows[1]["seconds"] == ""
-    assert tsv_row({"status": "crash", "metric": 1.0})[1] == "0.000000"
+    assert tsv_row(Trial(tag="t", id=5, kind="proposal", status="crash", metric=1.0))[1] == "0.000000"
 
 
 # ---------------------------------------------------------------------- local executor

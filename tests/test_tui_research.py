@@ -97,7 +97,7 @@ def test_research_tab_shows_a_live_run_and_pause_resume_stop_work(tmp_path):
             assert "Stop research run tui?" in plain(app.screen.query_one("#text-body"))
             await pilot.click("#ok")
             await until(pilot, lambda: _state(pane) in ("stopped", "done"), timeout=20, what="stopped")
-            assert research.ledger.run("tui")["state"] == _state(pane)
+            assert research.ledger.run("tui").state == _state(pane)
             assert "research tui" in notices(app)
             await pilot.press("p")  # nothing to pause any more: said, not done
             await until(pilot, lambda: "nothing to pause" in notices(app), what="refusal")

@@ -39,6 +39,7 @@ from typing import Any
 
 from agentdeck import sandbox
 from agentdeck.research.executors.base import read_log_tail
+from agentdeck.research.model import Trial
 
 #: |claimed - measured| above this fraction of the larger magnitude is a disagreement worth a report.
 DISAGREE_FRACTION = 0.10
@@ -217,7 +218,7 @@ def metric_values(text: str, metric: str) -> list[float]:
     return [float(v) for v in metric_pattern(metric).findall(text)]
 
 
-def evaluate_trial(research: Any, settings: Any, *, trial: dict[str, Any], workdir: str, artifact_dir: Path,
+def evaluate_trial(research: Any, settings: Any, *, trial: Trial, workdir: str, artifact_dir: Path,
                    eval_root: Path, log_path: Path, fixed_env: dict[str, str], sandboxed: bool,
                    timeout_s: float, stop: threading.Event | None = None) -> EvalResult:
     """Export the trial's commit, run ``eval_command`` on it with the job's artifacts, and remove
@@ -225,11 +226,11 @@ def evaluate_trial(research: Any, settings: Any, *, trial: dict[str, Any], workd
     from agentdeck.research import isolation
 
     started = time.monotonic()
-    tree = eval_root / str(trial["id"])
+    tree = eval_root / str(trial.id)
     try:
         isolation.reset_dir(tree)
         try:
-            cwd = export_tree(research.repo.root, trial["commit"], workdir, tree)
+            cwd = export_tree(research.repo.root, trial.commit, workdir, tree)
         except EvalSetupError as exc:
             return EvalResult(None, "", time.monotonic() - started, str(exc))
         env = isolation.job_env(settings, fixed_env | {isolation.SEED_ENV: eval_seed(research.research_dir)},

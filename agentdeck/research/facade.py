@@ -28,6 +28,7 @@ from agentdeck.research.executors import get_executor
 from agentdeck.research.executors.base import Executor
 from agentdeck.research.ledger import Ledger
 from agentdeck.research.loop import LoopLock, ResearchLoop
+from agentdeck.research.model import Run, Trial
 from agentdeck.research.notes import Notes
 from agentdeck.research.promote import promote
 from agentdeck.research.proposers import get_proposer
@@ -73,8 +74,8 @@ class Research:
     def notes(self) -> Notes:
         return Notes(self.repo, self.config)
 
-    def settings_from_run(self, run: dict[str, Any]) -> ResearchSettings:
-        return settings_from_dict(run["settings"])
+    def settings_from_run(self, run: Run) -> ResearchSettings:
+        return settings_from_dict(run.settings)
 
     def make_executor(self, settings: Any) -> Executor:
         return get_executor(settings.executor, settings)
@@ -181,8 +182,8 @@ class Research:
         if self.loop_alive(tag):
             self.ledger.set_control(tag, "run")
             return {"tag": tag, "control": "run", "restarted": False}
-        if run["state"] in ("done", "failed"):
-            raise Refused(f"research run {tag!r} is {run['state']}; continue it with "
+        if run.state in ("done", "failed"):
+            raise Refused(f"research run {tag!r} is {run.state}; continue it with "
                           f"`agentdeck research run --tag {tag} --trials K`")
         self.ledger.update_run(tag, control="run")
         pid = self.run_detached(tag)
@@ -193,8 +194,8 @@ class Research:
         tag = self.resolve_tag(tag)
         run = self.ledger.run(tag)
         assert run is not None
-        if run["state"] in ("done", "failed", "stopped") and not self.loop_alive(tag):
-            return {"tag": tag, "state": run["state"]}  # nothing runs: nothing to stop
+        if run.state in ("done", "failed", "stopped") and not self.loop_alive(tag):
+            return {"tag": tag, "state": run.state}  # nothing runs: nothing to stop
         self.ledger.set_control(tag, "stop")
         if self.loop_alive(tag):
             deadline = time.monotonic() + wait_s
@@ -202,7 +203,8 @@ class Research:
                 time.sleep(0.05)
             if self.loop_alive(tag):
                 raise Refused(f"the loop of {tag!r} has not stopped after {wait_s:g}s; it will stop at its next check")
-            return {"tag": tag, "state": (self.ledger.run(tag) or {}).get("state", "stopped")}
+            after = self.ledger.run(tag)
+            return {"tag": tag, "state": after.state if after is not None else "stopped"}
         # No loop: cancel what a dead loop left running, and record it.
         self._stop_orphans(tag)
         return {"tag": tag, "state": "stopped"}
@@ -213,12 +215,12 @@ class Research:
         settings = self.settings_from_run(run)
         executor = self.make_executor(settings)
         for t in self.ledger.trials(tag, states=("running",)):
-            handle = executor.reattach(t["job"]) if t["job"] else None
+            handle = executor.reattach(t.job) if t.job else None
             if handle is not None:
                 try:
                     executor.cancel(handle)
                 except Exception as exc:  # a vanished cluster must not block the stop
-                    print(f"agentdeck: could not cancel trial {t['id']}: {exc}", file=sys.stderr)
+                    print(f"agentdeck: could not cancel trial {t.id}: {exc}", file=sys.stderr)
         if self.ledger.trials(tag, states=("running", "queued", "judging")):
             loop = ResearchLoop(self, tag, proposer=_NoProposer(), executor=executor)
             if loop.record_stopped():
@@ -228,8 +230,8 @@ class Research:
     def _require_active(self, tag: str, verb: str) -> None:
         run = self.ledger.run(tag)
         assert run is not None
-        if run["state"] in ("done", "failed", "stopped"):
-            raise Refused(f"research run {tag!r} is {run['state']}; nothing to {verb}")
+        if run.state in ("done", "failed", "stopped"):
+            raise Refused(f"research run {tag!r} is {run.state}; nothing to {verb}")
 
     # ------------------------------------------------------------------ reading
     def status(self, tag: str | None = None) -> dict[str, Any]:
@@ -241,12 +243,12 @@ class Research:
     def state(self, tag: str) -> str:
         run = self.ledger.run(tag)
         assert run is not None
-        state = run["state"]
+        state = run.state
         if state in ("starting", "running", "paused") and not self.loop_alive(tag):
             return "interrupted"
         return state
 
-    def trial(self, trial_id: int | str, tag: str | None = None) -> dict[str, Any]:
+    def trial(self, trial_id: int | str, tag: str | None = None) -> Trial:
         tag = self.resolve_tag(tag)
         try:
             number = int(str(trial_id).lstrip("#"))
@@ -259,11 +261,11 @@ class Research:
 
     def log(self, trial_id: int | str, tag: str | None = None) -> str:
         t = self.trial(trial_id, tag)
-        path = Path(t["log_path"]) if t["log_path"] else None
+        path = Path(t.log_path) if t.log_path else None
         if path is None or not path.exists():
-            raise Refused(f"trial {t['id']} has no log: it never ran ({t['status']}: {t['reason'] or 'queued'})")
+            raise Refused(f"trial {t.id} has no log: it never ran ({t.status}: {t.reason or 'queued'})")
         text = path.read_text(encoding="utf-8", errors="replace")
-        evaluation = path.with_name(f"{t['id']}.eval.log")  # the protected evaluation's output, if it ran
+        evaluation = path.with_name(f"{t.id}.eval.log")  # the protected evaluation's output, if it ran
         if evaluation.exists():
             text += ("" if text.endswith("\n") or not text else "\n") + f"=== evaluation ({evaluation.name}) ===\n"
             text += evaluation.read_text(encoding="utf-8", errors="replace")
@@ -271,9 +273,9 @@ class Research:
 
     def diff(self, trial_id: int | str, tag: str | None = None) -> str:
         t = self.trial(trial_id, tag)
-        if not t["commit"] or t["commit"] == t["parent"]:
+        if not t.commit or t.commit == t.parent:
             return ""
-        return gitops.diff(self.repo.root, t["parent"], t["commit"])
+        return gitops.diff(self.repo.root, t.parent, t.commit)
 
     # ------------------------------------------------------------------ promote
     def promote(self, trial_id: int | str | None = None, tag: str | None = None,

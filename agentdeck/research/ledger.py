@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sqlite3
 import threading
 import time
@@ -38,7 +37,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agentdeck.research.model import Run, Trial
 from agentdeck.store import connect, transaction
+
+#: A hardware class's judged state as columns: the primary class's in the ``runs`` row, every
+#: other class's in ``classes`` (see CLASS_FIELDS).
+_JUDGED_COLUMNS = """
+        baseline_metric  REAL,
+        baseline_runs    INTEGER NOT NULL DEFAULT 0,
+        noise            REAL,
+        best_trial       INTEGER,
+        best_metric      REAL,
+        best_commit      TEXT,"""
 
 MIGRATIONS: list[str] = [
     # 1: runs, trials, agent proposer requests
@@ -56,13 +66,8 @@ MIGRATIONS: list[str] = [
         pid              INTEGER NOT NULL DEFAULT 0,
         heartbeat        REAL NOT NULL DEFAULT 0,
         settings         TEXT NOT NULL DEFAULT '{}',
-        protected        TEXT NOT NULL DEFAULT '{}',
-        baseline_metric  REAL,
-        baseline_runs    INTEGER NOT NULL DEFAULT 0,
-        noise            REAL,
-        best_trial       INTEGER,
-        best_metric      REAL,
-        best_commit      TEXT,
+        protected        TEXT NOT NULL DEFAULT '{}',"""
+    + _JUDGED_COLUMNS + """
         proposals        INTEGER NOT NULL DEFAULT 0,
         trials_limit     INTEGER,
         duplicates       INTEGER NOT NULL DEFAULT 0,
@@ -116,13 +121,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE trials ADD COLUMN hardware TEXT NOT NULL DEFAULT '';
     CREATE TABLE classes (
         tag              TEXT NOT NULL,
-        class            TEXT NOT NULL,
-        baseline_metric  REAL,
-        baseline_runs    INTEGER NOT NULL DEFAULT 0,
-        noise            REAL,
-        best_trial       INTEGER,
-        best_metric      REAL,
-        best_commit      TEXT,
+        class            TEXT NOT NULL,"""
+    + _JUDGED_COLUMNS + """
         PRIMARY KEY (tag, class)
     );
     CREATE TABLE chain (
@@ -151,10 +151,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-JSON_FIELDS = ("job", "meta", "extras")
-RUN_JSON_FIELDS = ("settings", "protected")
-# Contract statuses of trials; internal ``state`` refines them.
-STATUSES = ("queued", "running", "keep", "discard", "crash", "suspect")
+# A trial's internal ``state`` refines its contract ``status`` (model.STATUSES).
 STATES = ("queued", "running", "judging", "final")
 #: A hardware class's judged state (the primary class's lives in the runs row).
 CLASS_FIELDS = ("baseline_metric", "baseline_runs", "noise", "best_trial", "best_metric", "best_commit")
@@ -166,24 +163,18 @@ TRIAL_DIGEST_FIELDS = ("id", "kind", "state", "status", "reason", "metric", "cla
 RUN_DIGEST_FIELDS = ("base_commit", "branch", "protected", "settings", *CLASS_FIELDS)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _sha(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def trial_digest(trial: dict[str, Any]) -> str:
+def trial_digest(trial: Trial) -> str:
     """The checksum of a decided trial's row (the fields in TRIAL_DIGEST_FIELDS)."""
-    return _sha({k: trial.get(k) for k in TRIAL_DIGEST_FIELDS})
+    return _sha({k: getattr(trial, k) for k in TRIAL_DIGEST_FIELDS})
 
 
-def run_digest(run: dict[str, Any], classes: dict[str, dict[str, Any]]) -> str:
+def run_digest(run: Run, classes: dict[str, dict[str, Any]]) -> str:
     """The checksum of a run's judged state: its RUN_DIGEST_FIELDS and every class row."""
-    return _sha({"run": {k: run.get(k) for k in RUN_DIGEST_FIELDS},
+    return _sha({"run": {k: getattr(run, k) for k in RUN_DIGEST_FIELDS},
                  "classes": {c: {k: row.get(k) for k in CLASS_FIELDS} for c, row in sorted(classes.items())}})
 
 
@@ -193,7 +184,10 @@ def link_of(prev: str, content: str, run: str) -> str:
 
 
 class Ledger:
-    """Typed access to ``ledger.db``; safe to share between threads of one process."""
+    """Typed access to ``ledger.db``; safe to share between threads of one process.
+
+    Trials and runs are read as :class:`~agentdeck.research.model.Trial` / ``Run`` and written
+    by their field names (``Trial.columns`` / ``Run.columns`` map them to the tables)."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -227,17 +221,15 @@ class Ledger:
         now = time.time()
         fields.setdefault("created_at", now)
         fields["updated_at"] = now
-        for key in RUN_JSON_FIELDS:
-            if key in fields:
-                fields[key] = json.dumps(fields[key])
+        fields = Run.columns(fields)
         cols = ", ".join(["tag", *fields])
         marks = ", ".join("?" * (len(fields) + 1))
         with transaction(self.conn) as c:
             c.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", (tag, *fields.values()))
 
-    def run(self, tag: str) -> dict[str, Any] | None:
+    def run(self, tag: str) -> Run | None:
         row = self.conn.execute("SELECT * FROM runs WHERE tag = ?", (tag,)).fetchone()
-        return self._run_dict(row) if row else None
+        return Run.from_row(row) if row else None
 
     def tags(self) -> list[str]:
         return [r["tag"] for r in self.conn.execute("SELECT tag FROM runs ORDER BY created_at, tag")]
@@ -246,19 +238,9 @@ class Ledger:
         row = self.conn.execute("SELECT tag FROM runs ORDER BY created_at DESC, tag DESC LIMIT 1").fetchone()
         return row["tag"] if row else None
 
-    @staticmethod
-    def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
-        data = dict(row)
-        for key in RUN_JSON_FIELDS:
-            data[key] = json.loads(data.get(key) or "{}")
-        return data
-
     def update_run(self, tag: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
-        for key in RUN_JSON_FIELDS:
-            if key in fields:
-                fields[key] = json.dumps(fields[key])
-        fields = {k: _finite(v) for k, v in fields.items()}
+        fields = Run.columns(fields)
         cols = ", ".join(f"{k} = ?" for k in fields)
         with transaction(self.conn) as c:
             c.execute(f"UPDATE runs SET {cols} WHERE tag = ?", (*fields.values(), tag))
@@ -285,10 +267,7 @@ class Ledger:
     def insert_trial(self, tag: str, **fields: Any) -> int:
         """Insert a trial with the next id of its run; returns the id."""
         fields.setdefault("created_at", time.time())
-        for key in JSON_FIELDS:
-            if key in fields:
-                fields[key] = json.dumps(fields[key])
-        fields = {k: _finite(v) for k, v in fields.items()}
+        fields = Trial.columns(fields)
         with transaction(self.conn) as c:
             row = c.execute("SELECT COALESCE(MAX(id), 0) + 1 AS n FROM trials WHERE tag = ?", (tag,)).fetchone()
             trial_id = int(row["n"])
@@ -298,19 +277,16 @@ class Ledger:
         return trial_id
 
     def update_trial(self, tag: str, trial_id: int, **fields: Any) -> None:
-        for key in JSON_FIELDS:
-            if key in fields:
-                fields[key] = json.dumps(fields[key])
-        fields = {k: _finite(v) for k, v in fields.items()}
+        fields = Trial.columns(fields)
         cols = ", ".join(f"{k} = ?" for k in fields)
         with transaction(self.conn) as c:
             c.execute(f"UPDATE trials SET {cols} WHERE tag = ? AND id = ?", (*fields.values(), tag, trial_id))
 
-    def trial(self, tag: str, trial_id: int) -> dict[str, Any] | None:
+    def trial(self, tag: str, trial_id: int) -> Trial | None:
         row = self.conn.execute("SELECT * FROM trials WHERE tag = ? AND id = ?", (tag, trial_id)).fetchone()
-        return self._trial_dict(row) if row else None
+        return Trial.from_row(row) if row else None
 
-    def trials(self, tag: str, states: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    def trials(self, tag: str, states: Iterable[str] | None = None) -> list[Trial]:
         sql = "SELECT * FROM trials WHERE tag = ?"
         params: list[Any] = [tag]
         if states is not None:
@@ -318,7 +294,7 @@ class Ledger:
             sql += f" AND state IN ({','.join('?' * len(states))})"
             params.extend(states)
         rows = self.conn.execute(sql + " ORDER BY id", params).fetchall()
-        return [self._trial_dict(r) for r in rows]
+        return [Trial.from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ hardware classes
     def class_rows(self, tag: str) -> dict[str, dict[str, Any]]:
@@ -334,23 +310,19 @@ class Ledger:
         (*run_fields*: the primary class) or a class row (*class_fields*: (class, fields)), and
         append a link to the chain.  With *trial_id* None only a link is appended (the run's
         state as it is now, e.g. when a loop starts).  Returns (links so far, the new link)."""
-        fields = dict(fields or {})
-        for key in JSON_FIELDS:
-            if key in fields:
-                fields[key] = json.dumps(fields[key])
-        fields = {k: _finite(v) for k, v in fields.items()}
+        fields = Trial.columns(fields or {})
         with transaction(self.conn) as c:
             if trial_id is not None and fields:
                 cols = ", ".join(f"{k} = ?" for k in fields)
                 c.execute(f"UPDATE trials SET {cols} WHERE tag = ? AND id = ?", (*fields.values(), tag, trial_id))
             if run_fields:
-                run_fields = {k: (json.dumps(v) if k in RUN_JSON_FIELDS else _finite(v)) for k, v in run_fields.items()}
+                run_fields = Run.columns(run_fields)
                 run_fields["updated_at"] = time.time()
                 cols = ", ".join(f"{k} = ?" for k in run_fields)
                 c.execute(f"UPDATE runs SET {cols} WHERE tag = ?", (*run_fields.values(), tag))
             if class_fields:
                 cls, values = class_fields
-                values = {k: _finite(v) for k, v in values.items()}
+                values = Run.columns(values)  # (a class's judged state: the run's judged fields)
                 c.execute("INSERT OR IGNORE INTO classes (tag, class) VALUES (?, ?)", (tag, cls))
                 cols = ", ".join(f"{k} = ?" for k in values)
                 c.execute(f"UPDATE classes SET {cols} WHERE tag = ? AND class = ?", (*values.values(), tag, cls))
@@ -376,9 +348,9 @@ class Ledger:
         content = ""
         if trial_id is not None:
             row = c.execute("SELECT * FROM trials WHERE tag = ? AND id = ?", (tag, trial_id)).fetchone()
-            content = trial_digest(self._trial_dict(row)) if row else ""
+            content = trial_digest(Trial.from_row(row)) if row else ""
         run_row = c.execute("SELECT * FROM runs WHERE tag = ?", (tag,)).fetchone()
-        run = run_digest(self._run_dict(run_row), self.class_rows(tag)) if run_row else ""
+        run = run_digest(Run.from_row(run_row), self.class_rows(tag)) if run_row else ""
         link = link_of(prev, content, run)
         c.execute("INSERT INTO chain (tag, seq, trial, content, run, link, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                   (tag, seq, trial_id, content, run, link, time.time()))
@@ -405,8 +377,7 @@ class Ledger:
         c.execute("BEGIN")  # a read transaction: one consistent snapshot of every table
         try:
             links = [dict(r) for r in c.execute("SELECT * FROM chain WHERE tag = ? ORDER BY seq", (tag,))]
-            trials = [self._trial_dict(r) for r in c.execute("SELECT * FROM trials WHERE tag = ? ORDER BY id",
-                                                               (tag,))]
+            trials = [Trial.from_row(r) for r in c.execute("SELECT * FROM trials WHERE tag = ? ORDER BY id", (tag,))]
             run_row = c.execute("SELECT * FROM runs WHERE tag = ?", (tag,)).fetchone()
             classes = self.class_rows(tag)
         finally:
@@ -423,31 +394,23 @@ class Ledger:
         decided = {row["trial"]: row["content"] for row in links if row["trial"] is not None}
         present = set()
         for t in trials:
-            present.add(t["id"])
-            digest = decided.get(t["id"])
-            if t["state"] == "final":
+            present.add(t.id)
+            digest = decided.get(t.id)
+            if t.state == "final":
                 if digest is None:
-                    return f"trial {t['id']} is recorded as decided ({t['status']}) but the harness never decided it"
+                    return f"trial {t.id} is recorded as decided ({t.status}) but the harness never decided it"
                 if digest != trial_digest(t):
-                    return f"trial {t['id']}'s row differs from the harness's decision"
+                    return f"trial {t.id}'s row differs from the harness's decision"
             elif digest is not None:
-                return f"trial {t['id']}'s decision was undone"
+                return f"trial {t.id}'s decision was undone"
         gone = sorted(set(decided) - present)
         if gone:
             return f"trial {gone[0]} was removed"
         if run_row is None:
             return "the run's row was removed"
-        if links[-1]["run"] != run_digest(self._run_dict(run_row), classes):
+        if links[-1]["run"] != run_digest(Run.from_row(run_row), classes):
             return "the run's baseline, best or settings changed"
         return ""
-
-    @staticmethod
-    def _trial_dict(row: sqlite3.Row) -> dict[str, Any]:
-        data = dict(row)
-        for key in JSON_FIELDS:
-            data[key] = json.loads(data.get(key) or "{}")
-        data["commit"] = data.pop("commit_sha")
-        return data
 
     # ------------------------------------------------------------------ agent proposer handshake
     def open_agent_request(self, tag: str, agent: str) -> int:

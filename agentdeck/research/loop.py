@@ -87,7 +87,7 @@ from agentdeck.research.loop_moves import ChangeMover
 from agentdeck.research.loop_proposals import ProposalWorkers
 from agentdeck.research.loop_record import Recording
 from agentdeck.research.loop_state import ActiveJob
-from agentdeck.research.model import Gate
+from agentdeck.research.model import Gate, Trial
 from agentdeck.research.policy import fmt
 from agentdeck.research.proposers.base import Proposer
 from agentdeck.research.results_tsv import ResultsTsv
@@ -121,11 +121,11 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
         self.wt_dir = self.trial_root / "wt"
         self.artifacts_dir = self.trial_root / "artifacts"
         self.logs_dir = self.run_dir / "logs"
-        self.workdir = run["workdir"]
-        self.branch = run["branch"]
-        self.base_commit = run["base_commit"]
-        self.protected: dict[str, str] = run["protected"]
-        opts = run["settings"]
+        self.workdir = run.workdir
+        self.branch = run.branch
+        self.base_commit = run.base_commit
+        self.protected: dict[str, str] = run.protected
+        opts = run.settings
         self.proposer_name = opts.get("proposer", self.settings.proposer)
         self.slots: list[str] = list(opts.get("slots") or ["cpu"])
         # Hardware classes (see hardware.py): a run from before classes existed has one, "default".
@@ -304,8 +304,8 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
 
     def _summary_message(self) -> str:
         run = self.run_row()
-        text = (f"best {fmt(run['best_metric'])} (trial {run['best_trial']}); baseline "
-                f"{fmt(run['baseline_metric'])} ± {fmt(run['noise'])}")
+        text = (f"best {fmt(run.best_metric)} (trial {run.best_trial}); baseline "
+                f"{fmt(run.baseline_metric)} ± {fmt(run.noise)}")
         for cls in self.classes:
             if cls != self.primary:
                 st = self.cls_state(cls, run)
@@ -314,20 +314,19 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
         return text
 
     # ================================================================== jobs
-    def _pop_ready(self, cls: str) -> dict[str, Any] | None:
+    def _pop_ready(self, cls: str) -> Trial | None:
         """The next trial for a lane of class *cls*."""
         with self.lock:
             mine = [tid for tid in self.ready if self.trial_class.get(tid, self.primary) == cls]
             if not mine:
                 return None
-            trials: dict[int, dict[str, Any]] = {}
+            trials: dict[int, Trial] = {}
             for tid in mine:
                 row = self.ledger.trial(self.tag, tid)
                 assert row is not None, f"queued trial {tid} is not in the ledger"
                 trials[tid] = row
             best = self.cls_best_commit(cls)
-            order = sorted(mine, key=lambda tid: policy.dispatch_key(trials[tid]["kind"], trials[tid]["parent"],
-                                                                     best, tid))
+            order = sorted(mine, key=lambda tid: policy.dispatch_key(trials[tid].kind, trials[tid].parent, best, tid))
             tid = order[0]
             self.ready.remove(tid)
             return trials[tid]
@@ -339,38 +338,38 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
                 trial = self._pop_ready(cls)
                 if trial is None:
                     break
-                if trial["state"] != "queued":
+                if trial.state != "queued":
                     continue
-                if trial["kind"] == "proposal" and not self._fresh(trial):
+                if trial.kind == "proposal" and not self._fresh(trial):
                     trial = self._rebase_queued(trial)
                     if trial is None:
                         continue
-                wt = Path(trial["worktree"])
+                wt = Path(trial.worktree)
                 problems = self._disk_problems(trial, wt)
                 if problems:  # what the job would run is not what was committed: never started
-                    self._finalize(trial["id"], "crash", "; ".join(problems))
+                    self._finalize(trial.id, "crash", "; ".join(problems))
                     self.cleanup.put(wt)
                     continue
-                if self.pool.lease(trial["id"], slot) is None:  # pragma: no cover - free() said otherwise
+                if self.pool.lease(trial.id, slot) is None:  # pragma: no cover - free() said otherwise
                     with self.lock:
-                        self.ready.insert(0, trial["id"])
+                        self.ready.insert(0, trial.id)
                     return
                 dirs = gitops.git_dirs(wt)
-                self.guards[trial["id"]] = (dirs, gitops.git_dir_fingerprint(wt, dirs))
-                self.submitted.add(trial["id"])
+                self.guards[trial.id] = (dirs, gitops.git_dir_fingerprint(wt, dirs))
+                self.submitted.add(trial.id)
                 self._submit(trial, slot)
                 break
 
-    def _fresh(self, trial: dict[str, Any]) -> bool:
-        return trial["parent"] == self.cls_best_commit(self.cls_of(trial))
+    def _fresh(self, trial: Trial) -> bool:
+        return trial.parent == self.cls_best_commit(self.cls_of(trial))
 
     # ================================================================== ending
     def _finished(self) -> bool:
         run = self.run_row()
-        limit = run["trials_limit"]
+        limit = run.trials_limit
         if limit is None or any(self.cls_state(c, run)["baseline_metric"] is None for c in self.classes):
             return False
-        if int(run["proposals"]) < int(limit):
+        if int(run.proposals) < int(limit):
             return False
         with self.lock:
             if self.jobs or self.ready or self.preparing or self.rebasing:
@@ -404,16 +403,16 @@ class ResearchLoop(Recording, Judging, JobRunner, ChangeMover, ProposalWorkers, 
                 self.wake.clear()
         self._drain_calls()
         for t in self.ledger.trials(self.tag, states=("queued",)):
-            self._finalize(t["id"], "discard", "stopped before it ran")
-            if t["worktree"]:
-                self.cleanup.put(Path(t["worktree"]))
+            self._finalize(t.id, "discard", "stopped before it ran")
+            if t.worktree:
+                self.cleanup.put(Path(t.worktree))
         if state != "failed":
             for cls in self.classes:
                 if self.cls_state(cls)["baseline_metric"] is None:
                     self._settle_baseline(cls)  # from the baseline runs that finished, if any did
         for t in self.ledger.trials(self.tag, states=("judging",)):
-            if t["kind"] != "baseline":
-                self._finalize(t["id"], "discard", "stopped before it was decided")
+            if t.kind != "baseline":
+                self._finalize(t.id, "discard", "stopped before it was decided")
         with self.lock:
             self.ready.clear()
         self.set_state(state, message)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from agentdeck.research import gitops, policy
 from agentdeck.research.loop_state import LoopState
+from agentdeck.research.model import Trial
 
 log = logging.getLogger("agentdeck.research")
 
@@ -31,15 +31,15 @@ class FileFacts(LoopState):
         disk = gitops.disk_blob_ids(worktree, regular)
         return [f"{self._rel(p)} on disk differs from the commit" for p in regular if disk[p] != blobs[p]][:3]
 
-    def _disk_problems(self, trial: dict[str, Any] | None, worktree: Path,
+    def _disk_problems(self, trial: Trial | None, worktree: Path,
                        editable: list[str] | None = None) -> list[str]:
         """The editable and protected files on disk that are not plain, unlinked regular files."""
         if editable is None:
             assert trial is not None
-            editable = self.editables.get(trial["id"])
+            editable = self.editables.get(trial.id)
             if editable is None:
-                editable = self.editable_paths(gitops.tree_files(self.root, trial["commit"], self.workdir))
-                self.editables[trial["id"]] = editable
+                editable = self.editable_paths(gitops.tree_files(self.root, trial.commit, self.workdir))
+                self.editables[trial.id] = editable
         facts = gitops.disk_facts(worktree, sorted(set(editable) | set(self.protected)))
         return policy.disk_problems({self._rel(p): facts[p] for p in editable if p not in self.protected},
                                     {self._rel(p): facts[p] for p in self.protected})

@@ -20,7 +20,7 @@ from agentdeck.research.executors.base import JobSpec, JobState
 from agentdeck.research.gpus import slot_env
 from agentdeck.research.loop_state import ActiveJob, LoopState
 from agentdeck.research.metric import read_metric
-from agentdeck.research.model import JobOutcome
+from agentdeck.research.model import JobOutcome, Trial
 
 log = logging.getLogger("agentdeck.research")
 
@@ -45,11 +45,11 @@ class JobRunner(LoopState):
             env.update(slot_env(slot))
         return env
 
-    def _submit(self, trial: dict[str, Any], slot: str) -> None:
-        wt = Path(trial["worktree"])
-        log_path = self.logs_dir / f"{trial['id']}.log"
-        artifact_dir = self.artifacts_dir / str(trial["id"])
-        fixed = self.fixed_env(trial["id"], slot, artifact_dir)
+    def _submit(self, trial: Trial, slot: str) -> None:
+        wt = Path(trial.worktree)
+        log_path = self.logs_dir / f"{trial.id}.log"
+        artifact_dir = self.artifacts_dir / str(trial.id)
+        fixed = self.fixed_env(trial.id, slot, artifact_dir)
         profile = None
         try:
             isolation.reset_dir(artifact_dir)  # a fresh folder per trial, outside the worktree
@@ -63,14 +63,14 @@ class JobRunner(LoopState):
             else:
                 env = fixed  # added to the cluster job's own environment by its executor
             spec = JobSpec(
-                trial_id=trial["id"], tag=self.tag, command=self.settings.command, cwd=self.workdir_in(wt), env=env,
+                trial_id=trial.id, tag=self.tag, command=self.settings.command, cwd=self.workdir_in(wt), env=env,
                 log_path=log_path, slot=slot, budget_s=self.budget_s, timeout_s=self.timeout_s,
-                name=self.job_name(trial["id"]), clean_env=self.executor.runs_here, sandbox=profile,
+                name=self.job_name(trial.id), clean_env=self.executor.runs_here, sandbox=profile,
                 artifact_dir=artifact_dir,
             )
         except Exception as exc:  # a profile that cannot be built is the trial's crash
             self.pool.release(slot)
-            self._finalize(trial["id"], "crash", f"could not start the job: {exc}"[:300])
+            self._finalize(trial.id, "crash", f"could not start the job: {exc}"[:300])
             self.cleanup.put(wt)
             self.cleanup.put(artifact_dir)
             return
@@ -78,19 +78,19 @@ class JobRunner(LoopState):
             handle = self.executor.submit(spec)
         except Exception as exc:
             self.pool.release(slot)
-            self._finalize(trial["id"], "crash", f"could not start the job: {exc}"[:300])
+            self._finalize(trial.id, "crash", f"could not start the job: {exc}"[:300])
             self.cleanup.put(wt)
             self.cleanup.put(artifact_dir)
             return
         now = time.time()
-        self.ledger.update_trial(self.tag, trial["id"], state="running", status="running", gpu=handle.node or slot,
+        self.ledger.update_trial(self.tag, trial.id, state="running", status="running", gpu=handle.node or slot,
                                  started_at=handle.data.get("running_at") or now,
                                  job=dict(handle.data) | {"_slot": slot}, log_path=str(log_path))
         running_at = handle.data.get("running_at")
-        self.jobs[trial["id"]] = ActiveJob(trial["id"], handle, slot, wt, now,
+        self.jobs[trial.id] = ActiveJob(trial.id, handle, slot, wt, now,
                                            running_since=float(running_at) if running_at else None)
-        self.event("start", {"id": trial["id"], "kind": trial["kind"], "gpu": slot,
-                             "description": trial["description"]})
+        self.event("start", {"id": trial.id, "kind": trial.kind, "gpu": slot,
+                             "description": trial.description})
 
     def _poll_jobs(self, refill: bool = True) -> None:
         self._retry_held()
@@ -165,12 +165,12 @@ class JobRunner(LoopState):
         trial = self.ledger.trial(self.tag, job.trial_id)
         assert trial is not None
         text = self.executor.read_log(job.handle)
-        log_path = Path(trial["log_path"] or self.logs_dir / f"{job.trial_id}.log")
+        log_path = Path(trial.log_path or self.logs_dir / f"{job.trial_id}.log")
         if not log_path.exists() and text:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_text(text, encoding="utf-8")
         reading = read_metric(text, self.settings.metric)
-        started = job.running_since or trial["started_at"] or job.submitted
+        started = job.running_since or trial.started_at or job.submitted
         seconds = max(0.0, ended - started)
         changed = []
         if job.worktree.is_dir() and self.protected:
@@ -247,21 +247,21 @@ class JobRunner(LoopState):
         self.evals.pop(job.trial_id, None)
         trial = self.ledger.trial(self.tag, job.trial_id)
         try:
-            if trial is None or trial["state"] == "final":  # recorded meanwhile (the run stopped)
+            if trial is None or trial.state == "final":  # recorded meanwhile (the run stopped)
                 return
             metric = self.settings.metric
-            meta = dict(trial["meta"]) | {"eval_seconds": round(result.seconds, 3)}
+            meta = dict(trial.meta) | {"eval_seconds": round(result.seconds, 3)}
             verdict = evaluate.verdict_of(result, metric)
             if verdict is not None:
                 self.ledger.update_trial(self.tag, job.trial_id, meta=meta)
                 self._finalize(job.trial_id, *verdict)
                 return
             value = evaluate.value_of(result, metric)
-            note = evaluate.disagreement(trial["claimed"], value, metric)
+            note = evaluate.disagreement(trial.claimed, value, metric)
             if note:
                 meta["disagreement"] = note
                 log.warning("trial %s: %s", job.trial_id, note)
-                self.event("disagreement", {"id": job.trial_id, "claimed": trial["claimed"], "metric": value,
+                self.event("disagreement", {"id": job.trial_id, "claimed": trial.claimed, "metric": value,
                                             "reason": note})
             self.ledger.update_trial(self.tag, job.trial_id, metric=value, state="judging", meta=meta)
         finally:

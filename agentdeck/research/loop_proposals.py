@@ -32,10 +32,10 @@ class ProposalWorkers(LoopState):
         if time.time() < self.next_proposal_at:  # backing off after proposer failures
             return
         run = self.run_row()
-        limit = run["trials_limit"]
+        limit = run.trials_limit
         with self.lock:
             while self.preparing < self.workers:
-                if limit is not None and int(run["proposals"]) + self.preparing >= int(limit):
+                if limit is not None and int(run.proposals) + self.preparing >= int(limit):
                     return
                 cls = self._class_wanting_proposal()
                 if cls is None:
@@ -67,7 +67,7 @@ class ProposalWorkers(LoopState):
         keep = ("id", "kind", "status", "reason", "metric", "description", "meta", "parent", "commit", "gpu",
                 "hardware")
         # Queued and running trials too: proposers working in parallel must not repeat each other.
-        return [{k: t.get(k) for k in keep} for t in self.ledger.trials(self.tag)]
+        return [{k: getattr(t, k) for k in keep} for t in self.ledger.trials(self.tag)]
 
     def _prepare(self, worker: int, cls: str | None = None) -> None:
         cls = cls or self.primary
@@ -140,7 +140,7 @@ class ProposalWorkers(LoopState):
                 self.cleanup.put(wt)
                 continue
             trial_id = self.ledger.insert_trial(
-                self.tag, kind="proposal", state="queued", status="queued", commit_sha=commit, parent=parent,
+                self.tag, kind="proposal", state="queued", status="queued", commit=commit, parent=parent,
                 description=proposal.description, content_hash=chash, worktree=str(wt),
                 proposer=self.proposer_name, meta=proposal.meta, hardware=cls,
             )

@@ -24,7 +24,7 @@ from agentdeck.research.executors.base import Executor, JobHandle
 from agentdeck.research.gpus import SlotPool
 from agentdeck.research.hardware import class_branch
 from agentdeck.research.ledger import CLASS_FIELDS, Ledger
-from agentdeck.research.model import Gate
+from agentdeck.research.model import Gate, Run, Trial
 from agentdeck.research.proposers.base import ProposalRequest, Proposer
 from agentdeck.research.results_tsv import ResultsTsv
 from agentdeck.research.runlock import LoopLock
@@ -123,7 +123,7 @@ class LoopState:
             except Exception:  # a display must never break the loop
                 log.debug("on_event failed", exc_info=True)
 
-    def run_row(self) -> dict[str, Any]:
+    def run_row(self) -> Run:
         row = self.ledger.run(self.tag)
         assert row is not None
         return row
@@ -137,17 +137,17 @@ class LoopState:
             self._state = state
             self.event("state", {"state": state, "message": message or ""})
 
-    def cls_of(self, trial: dict[str, Any]) -> str:
+    def cls_of(self, trial: Trial) -> str:
         """The hardware class *trial* is judged in ("" in a run from before classes: the primary)."""
-        cls: str = trial.get("hardware") or self.primary
-        self.trial_class.setdefault(trial["id"], cls)
+        cls: str = trial.hardware or self.primary
+        self.trial_class.setdefault(trial.id, cls)
         return cls
 
-    def cls_state(self, cls: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
+    def cls_state(self, cls: str, run: Run | None = None) -> dict[str, Any]:
         """A class's baseline, noise and best (the primary's live in the runs row)."""
         if cls == self.primary:
             run = run or self.run_row()
-            return {k: run[k] for k in CLASS_FIELDS}
+            return {k: getattr(run, k) for k in CLASS_FIELDS}
         return self.ledger.class_rows(self.tag).get(cls) or dict.fromkeys(CLASS_FIELDS) | {"baseline_runs": 0}
 
     def cls_best_commit(self, cls: str) -> str:
@@ -182,14 +182,14 @@ class LoopState:
         # loop_files.py
         def _tree_problems(self, commit: str, modes: dict[str, str] | None = None) -> list[str]: ...
         def _content_problems(self, blobs: dict[str, str], modes: dict[str, str], worktree: Path) -> list[str]: ...
-        def _disk_problems(self, trial: dict[str, Any] | None, worktree: Path,
+        def _disk_problems(self, trial: Trial | None, worktree: Path,
                            editable: list[str] | None = None) -> list[str]: ...
         def _change_problems(self, parent: str, commit: str) -> list[str]: ...
         def _rel(self, repo_path: str) -> str: ...
 
         # loop_moves.py
         def _rebase_stale_async(self, cls: str) -> None: ...
-        def _start_reapply(self, trial: dict[str, Any], value: float) -> None: ...
+        def _start_reapply(self, trial: Trial, value: float) -> None: ...
 
         # loop_proposals.py
         def _request(self, wt: Path, parent: str, cls: str, *, state: dict[str, Any] | None = None,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+
+from agentdeck.research.model import Trial
 
 
 def tsv_header(metric: str) -> list[str]:
@@ -23,21 +24,21 @@ def _clean(text: str) -> str:
     return " ".join(str(text).replace("\t", " ").split())
 
 
-def tsv_row(trial: dict[str, Any]) -> list[str]:
-    metric = trial.get("metric")
+def tsv_row(trial: Trial) -> list[str]:
+    metric = trial.metric
     shown = f"{metric:.6f}" if isinstance(metric, (int, float)) and metric is not None else "0.000000"
-    if trial.get("status") == "crash":
+    if trial.status == "crash":
         shown = "0.000000"
-    seconds = trial.get("seconds")
+    seconds = trial.seconds
     return [
-        (trial.get("commit") or "")[:7],
+        (trial.commit or "")[:7],
         shown,
-        f"{(trial.get('memory_gb') or 0.0):.1f}",
-        trial.get("status", ""),
-        _clean(trial.get("description", "")),
-        str(trial.get("id", "")),
-        trial.get("kind", ""),
-        str(trial.get("gpu") or ""),
+        f"{(trial.memory_gb or 0.0):.1f}",
+        trial.status,
+        _clean(trial.description),
+        str(trial.id),
+        trial.kind,
+        str(trial.gpu or ""),
         f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "",
     ]
 
@@ -82,7 +83,7 @@ class ResultsTsv:
         except OSError:
             self._expected = None
 
-    def append(self, trial: dict[str, Any], ledger_rows: Any = None) -> bool:
+    def append(self, trial: Trial, ledger_rows: Callable[[], Iterable[Trial]] | None = None) -> bool:
         """Append *trial*'s row.  When the file changed behind this writer's back and
         *ledger_rows* (a callable returning every recorded trial, *trial* included) is given,
         the file is rewritten from those instead; True then."""
@@ -94,7 +95,7 @@ class ResultsTsv:
         self._write("\t".join(tsv_row(trial)) + "\n")
         return False
 
-    def rewrite(self, trials: Iterable[dict[str, Any]]) -> None:
+    def rewrite(self, trials: Iterable[Trial]) -> None:
         """Write the whole file from *trials* (in the order given), atomically."""
         text = self.header() + "".join("\t".join(tsv_row(t)) + "\n" for t in trials)
         data = text.encode("utf-8")

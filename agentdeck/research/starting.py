@@ -18,6 +18,7 @@ from agentdeck.errors import Refused, UsageError
 from agentdeck.research import gitops
 from agentdeck.research.hardware import slot_classes
 from agentdeck.research.isolation import resolve_sandbox
+from agentdeck.research.model import Run
 from agentdeck.research.proposers import check_name as check_proposer_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -153,19 +154,19 @@ def start_run(research: ResearchHost, tag: str | None = None, trials: int | None
     return tag
 
 
-def continue_run(research: ResearchHost, run: dict[str, Any], trials: int | None, proposer: str | None, gpus: Any,
+def continue_run(research: ResearchHost, run: Run, trials: int | None, proposer: str | None, gpus: Any,
                  budget_s: float | None) -> str:
-    tag = run["tag"]
+    tag = run.tag
     if research.loop_alive(tag):
         raise Refused(f"research run {tag!r} is already running; see `agentdeck research status --tag {tag}`")
-    if run["state"] == "failed":
-        raise Refused(f"research run {tag!r} failed ({run['message'][:160]}); fix and commit the lab, then start "
+    if run.state == "failed":
+        raise Refused(f"research run {tag!r} failed ({run.message[:160]}); fix and commit the lab, then start "
                       "a new run (without --tag, or with a new tag)")
     problem = research.ledger.chain_problem(tag)
     if problem:
         raise Refused(f"research run {tag!r}: ledger changed outside the harness ({problem}); its record cannot "
                       "be trusted — start a new run (without --tag, or with a new tag)")
-    data = dict(run["settings"])
+    data = dict(run.settings)
     if proposer:
         data["proposer"] = proposer
     if budget_s is not None:
@@ -184,11 +185,11 @@ def continue_run(research: ResearchHost, run: dict[str, Any], trials: int | None
         data["primary_class"] = data.get("primary_class") or primary  # the primary class never changes
     research.make_proposer(settings.proposer, tag, settings).check()
     if trials is not None:
-        limit = int(run["proposals"]) + trials
-    elif run["state"] == "done":
+        limit = int(run.proposals) + trials
+    elif run.state == "done":
         limit = None  # a finished run continued without --trials runs until stopped
     else:
-        limit = run["trials_limit"]  # an interrupted, stopped or paused run goes on to its own end
+        limit = run.trials_limit  # an interrupted, stopped or paused run goes on to its own end
     if research.ledger.chain_head(tag)[0]:
         research.ledger.update_run(tag, trials_limit=limit, control="run", state="starting", message="")
         # The decision chain covers the settings: they change with their link, in one transaction.

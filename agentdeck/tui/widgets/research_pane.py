@@ -20,17 +20,18 @@ resume, stop, promote) go through the screen's ``run_job`` and confirmations.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
-from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Static
 
 from agentdeck.tui.context import deck_app
 from agentdeck.tui.live.research import LOG_TAIL_LINES, ResearchFeed
 from agentdeck.tui.messages import ActionDone, ResearchStatus, ShowText, TrialDetail
+from agentdeck.tui.widgets.list_pane import ListPane
 from agentdeck.tui.widgets.research_text import (
     delta_text,
     diff_text,
@@ -48,9 +49,11 @@ __all__ = ["ResearchPane", "delta_text", "diff_text", "fmt_metric", "importance_
            "plot", "status_cell", "summary"]
 
 ACTIVE = ("starting", "running", "paused")
+TRIAL_COLUMNS = (("trial", "TRIAL"), ("kind", "KIND"), ("status", "STATUS"), ("metric", "METRIC"),
+                 ("delta", "Δ BASE"), ("gpu", "GPU"), ("secs", "SECS"), ("desc", "DESCRIPTION"))
 
 
-class ResearchPane(Vertical):
+class ResearchPane(ListPane):
     DEFAULT_CSS = """
     ResearchPane { height: 1fr; }
     ResearchPane #research-summary { height: auto; padding: 0 1; }
@@ -63,6 +66,8 @@ class ResearchPane(Vertical):
     ResearchPane #research-diff-scroll { width: 1fr; border-left: solid $panel; }
     ResearchPane #research-log, ResearchPane #research-diff { padding: 0 1; }
     """
+    TABLE = "trials"
+    COLUMNS = TRIAL_COLUMNS
 
     def __init__(self, interval: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -88,11 +93,7 @@ class ResearchPane(Vertical):
                 yield Static("", id="research-diff")
 
     def on_mount(self) -> None:
-        table = self.query_one("#trials", DataTable)
-        for key, label in (("trial", "TRIAL"), ("kind", "KIND"), ("status", "STATUS"), ("metric", "METRIC"),
-                           ("delta", "Δ BASE"), ("gpu", "GPU"), ("secs", "SECS"), ("desc", "DESCRIPTION")):
-            table.add_column(label, key=key)
-        self._show_parts(False)
+        self._show_parts(False)  # the columns: ListPane
 
     def on_unmount(self) -> None:
         self._stop.set()
@@ -172,27 +173,19 @@ class ResearchPane(Vertical):
                 key=str(t["id"]),
             )
         self.order = [t["id"] for t in rows]
-        if keep in self.order:
-            table.move_cursor(row=self.order.index(keep))
+        self.keep_cursor(self.order, keep)
         plot_w = max(24, self.query_one("#research-plot").size.width - 2)
         plot_h = max(4, self.query_one("#research-plot").size.height - 3)
         self.query_one("#research-plot", Static).update(plot(status, plot_w, min(plot_h, 14)))
         self.query_one("#research-lanes", Static).update(lanes(status, 40))
-        self._want_detail()
+        self.show_highlighted()
 
     @property
     def selected_trial(self) -> int | None:
-        table = self.query_one("#trials", DataTable)
-        if not self.order or table.cursor_row < 0 or table.cursor_row >= len(self.order):
-            return None
-        return self.order[table.cursor_row]
+        return self.at_cursor(self.order)
 
-    @on(DataTable.RowHighlighted, "#trials")
-    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        event.stop()
-        self._want_detail()
-
-    def _want_detail(self) -> None:
+    def show_highlighted(self) -> None:
+        """The highlighted trial's log and diff: asked of the feed (shown by :meth:`on_trial_detail`)."""
         trial = self.selected_trial
         if self.status is None or trial is None:
             return
@@ -209,36 +202,47 @@ class ResearchPane(Vertical):
     def tag(self) -> str | None:
         return self.status["tag"] if self.status else None
 
+    def _run_to(self, what: str) -> dict[str, Any] | None:
+        """The run shown, or None after telling the user there is no run to *what*."""
+        if self.status is None:
+            self.app.notify(f"no research run to {what}", severity="warning")
+        return self.status
+
+    def _then_poke(self, act: Callable[[Any], str]) -> Callable[[Any], None]:
+        """A worker job: *act* (given the worker's deck) returns the line to show; then the feed reads
+        the run again."""
+
+        def job(d: Any) -> None:
+            self.post_message(ActionDone(act(d), poke=False))
+            self.feed.poke()
+
+        return job
+
     def pause_or_resume(self) -> None:
         screen: Any = self.screen
-        status = self.status
+        status = self._run_to("pause")
         if status is None:
-            self.app.notify("no research run to pause", severity="warning")
             return
         tag, state = status["tag"], status["state"]
         if state == "paused" or state == "interrupted":
-            def job(d: Any) -> None:
+            def resume(d: Any) -> str:
                 result = d.research.resume(tag)
                 extra = " (its loop restarted in the background)" if result.get("restarted") else ""
-                self.post_message(ActionDone(f"research {tag} resumed{extra}", poke=False))
-                self.feed.poke()
+                return f"research {tag} resumed{extra}"
 
-            screen.run_job(f"resume research {tag}", job)
+            screen.run_job(f"resume research {tag}", self._then_poke(resume))
         elif state in ("running", "starting"):
-            def job(d: Any) -> None:
+            def pause(d: Any) -> str:
                 d.research.pause(tag)
-                self.post_message(ActionDone(f"research {tag} paused: running jobs finish, no new one starts "
-                                             "(p resumes)", poke=False))
-                self.feed.poke()
+                return f"research {tag} paused: running jobs finish, no new one starts (p resumes)"
 
-            screen.run_job(f"pause research {tag}", job)
+            screen.run_job(f"pause research {tag}", self._then_poke(pause))
         else:
             self.app.notify(f"research {tag} is {state}; nothing to pause or resume", severity="warning")
 
     def ask_stop(self) -> None:
-        status = self.status
+        status = self._run_to("stop")
         if status is None:
-            self.app.notify("no research run to stop", severity="warning")
             return
         tag = status["tag"]
         if status["state"] not in ACTIVE and status["state"] != "interrupted":
@@ -251,17 +255,14 @@ class ResearchPane(Vertical):
                  f"{len(queued)} queued trial(s) are recorded as never run.",
                  "Kept trials stay on the branch " + status["branch"] + "."]
 
-        def stop(d: Any) -> None:
-            result = d.research.stop(tag)
-            self.post_message(ActionDone(f"research {tag} {result.get('state', 'stopped')}", poke=False))
-            self.feed.poke()
+        def stop(d: Any) -> str:
+            return f"research {tag} {d.research.stop(tag).get('state', 'stopped')}"
 
-        self.post_message(ShowText(f"Stop research {tag}", lines, confirm=stop))
+        self.post_message(ShowText(f"Stop research {tag}", lines, confirm=self._then_poke(stop)))
 
     def ask_promote(self) -> None:
-        status = self.status
+        status = self._run_to("promote from")
         if status is None:
-            self.app.notify("no research run to promote from", severity="warning")
             return
         tag = status["tag"]
         best = status.get("best")
