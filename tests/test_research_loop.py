@@ -305,20 +305,27 @@ def _wait_state(research, tag, *states, timeout=60):
 
 def test_pause_and_resume_from_another_process(tmp_path, monkeypatch):
     record = tmp_path / "record.jsonl"
+    gate = tmp_path / "gate"
+    gate.touch()  # open: jobs run until the test closes it
     monkeypatch.setenv("LAB_RECORD", str(record))
+    monkeypatch.setenv("LAB_GATE", str(gate))
     repo = make_lab(tmp_path / "repo", repeats=1)
-    (repo / "lab/train.py").write_text((repo / "lab/train.py").read_text().replace("_SLEEP = 0.05", "_SLEEP = 0.4"))
-    git(repo, "commit", "-qam", "slower jobs")
+    (repo / "lab/train.py").write_text((repo / "lab/train.py").read_text().replace('MODE = "ok"', 'MODE = "gated"'))
+    git(repo, "commit", "-qam", "gated jobs")
     research = research_for(repo)
     tag = research.start("pz", trials=4)
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(research.run(tag)), daemon=True)
     thread.start()
     retry_until(lambda: len(read_records(record)) >= 2, timeout=60)
+    # Jobs now wait at the gate (one may be past it), so the run cannot end before the pause lands,
+    # however slow the machine is.
+    gate.unlink()
     proc = run_cli("research", "pause", "--json", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"tag": "pz", "control": "pause"}
     _wait_state(research, tag, "paused")
+    gate.touch()
     # A job running when the pause came finishes and is recorded; then nothing new starts.
     retry_until(lambda: not research.ledger.trials(tag, states=("running",)), timeout=60)
     count = len(read_records(record))
