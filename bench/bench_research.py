@@ -59,6 +59,8 @@ timeout_s = {timeout}
 gpus = {gpus}
 confirm = {confirm}
 repeats_baseline = 2
+sandbox = "none"  # the jobs append to BENCH_RECORD in the bench's own temporary folder
+env = {{ BENCH_RECORD = "${{BENCH_RECORD}}" }}  # jobs get an allow-listed environment
 '''
 
 
