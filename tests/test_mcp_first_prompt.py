@@ -164,3 +164,33 @@ def test_with_a_readable_box_enter_is_pressed_again_once_the_cli_is_still(monkey
     io = Spinning()
     assert not first_prompt.enter_again_if_still_typed(io, adapter, "once more please")
     assert io.keys == []  # busy the whole time: never pressed
+
+
+def test_one_read_of_a_redraw_does_not_count_as_the_text_taken(monkeypatch):
+    """A capture taken while Claude Code redraws can show its box without the text; the check
+    wants the box empty twice in a row before it believes the Enter was taken."""
+    from agentdeck.agents.claude.adapter import ClaudeAdapter
+
+    monkeypatch.setattr(first_prompt, "BOX_STILL_S", 0.3)
+    monkeypatch.setattr(first_prompt, "BOX_CHECK_S", 3.0)
+    rule = "─" * 40
+    typed = f"{rule}\n❯ once more please\n{rule}\n"
+    redraw = f"{rule}\n❯\u00a0\n{rule}\n"
+    empty = f"> once more please\n\n{rule}\n❯\u00a0\n{rule}\n"
+
+    class IO:
+        def __init__(self):
+            self.keys, self.reads = [], 0
+
+        def capture(self):
+            self.reads += 1
+            if self.keys:
+                return empty
+            return redraw if self.reads == 2 else typed  # one mid-redraw frame, then the text again
+
+        def send_keys(self, *keys):
+            self.keys.append(keys)
+
+    io = IO()
+    assert first_prompt.enter_again_if_still_typed(io, ClaudeAdapter.__new__(ClaudeAdapter), "once more please")
+    assert io.keys == [("Enter",)]

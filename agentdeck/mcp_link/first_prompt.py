@@ -215,10 +215,14 @@ def _type(deck: Any, rec: Any) -> tuple[Any, Any, str]:
 
 
 #: With an input box the adapter can read, how long the text may sit there before Enter is pressed again
-#: (the screen still for :data:`BOX_STILL_S`), and how many times at most.
-BOX_CHECK_S = 10.0
+#: (the screen still for :data:`BOX_STILL_S`), and how many times at most.  A CLI that has just
+#: started (or restarted) on a loaded machine keeps redrawing for many seconds while it connects;
+#: the check waits for it to fall still (30 s), and returns as soon as the box is empty.
+BOX_CHECK_S = 30.0
 BOX_STILL_S = 1.0
 BOX_PRESSES = 3
+#: Reads of the box without the text, in a row, that mean it was taken (one read can catch a redraw).
+BOX_GONE_READS = 2
 
 
 def enter_again_if_still_typed(io: Any, adapter: Any, head: str, check_s: float = SUBMIT_CHECK_S) -> bool:
@@ -227,7 +231,8 @@ def enter_again_if_still_typed(io: Any, adapter: Any, head: str, check_s: float 
     again.  True if it did.
 
     An adapter that reads its input box (``input_box(screen)``) is watched for up to
-    :data:`BOX_CHECK_S`: done as soon as the box no longer holds the text; Enter again whenever the
+    :data:`BOX_CHECK_S`: done as soon as the box no longer holds the text (:data:`BOX_GONE_READS`
+    reads in a row: a capture can catch the CLI mid-redraw); Enter again whenever the
     screen has been still for :data:`BOX_STILL_S` with the text in the box (a spinner keeps the
     screen moving: the CLI is busy, and takes the Enter once it is not), at most
     :data:`BOX_PRESSES` times.  Otherwise the text on the last lines with no working or waiting
@@ -237,7 +242,7 @@ def enter_again_if_still_typed(io: Any, adapter: Any, head: str, check_s: float 
         return False
     box_known = callable(read_box) and read_box(io.capture()) is not None
     deadline = time.monotonic() + (BOX_CHECK_S if box_known else check_s)
-    pressed, last, still_since = 0, None, time.monotonic()
+    pressed, last, still_since, gone = 0, None, time.monotonic(), 0
     while time.monotonic() < deadline:
         time.sleep(0.25)
         screen = io.capture()
@@ -247,7 +252,11 @@ def enter_again_if_still_typed(io: Any, adapter: Any, head: str, check_s: float 
             continue
         box = read_box(screen)  # type: ignore[misc]
         if box is not None and head not in box:
-            return pressed > 0
+            gone += 1
+            if gone >= BOX_GONE_READS:
+                return pressed > 0
+            continue
+        gone = 0
         now = time.monotonic()
         if screen != last:
             last, still_since = screen, now
