@@ -109,9 +109,23 @@ class AgentProposer(Proposer):
             self._all.append(name)
             return name, True
 
-    def _release(self, name: str) -> None:
+    def _release(self, name: str, usable: bool) -> None:
+        """Give *name* back for the next proposal, or forget it when its agent is gone (a ``new``
+        that failed and was undone, an agent killed from outside): the next proposal then starts
+        a new agent instead of failing on the missing one again and again."""
         with self._lock:
-            self._free.append(name)
+            if usable:
+                self._free.append(name)
+            elif name in self._all:
+                self._all.remove(name)
+
+    @staticmethod
+    def _exists(deck: Any, name: str) -> bool:
+        try:
+            deck.get(name)
+        except AgentdeckError:
+            return False
+        return True
 
     def propose(self, request: ProposalRequest) -> Proposal:
         deck = self._deck()
@@ -146,7 +160,7 @@ class AgentProposer(Proposer):
         finally:
             if request_id is not None:
                 ledger.close_agent_request(request_id, "closed")
-            self._release(name)
+            self._release(name, self._exists(deck, name))
 
     def _wait_submitted(self, request_id: int, name: str, request: ProposalRequest) -> str:
         limit = max(600.0, float(self.ctx.research.timeout_s))
