@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import threading
@@ -17,9 +16,6 @@ from support import git, run_cli
 from agentdeck.errors import UsageError
 from agentdeck.research import space as sp
 from agentdeck.research.proposers.search import observations
-
-needs_optuna = pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
-                                  reason="optuna is not installed (pip install 'agentdeck[search]')")
 
 SOURCE = '''\
 """A lab."""
@@ -185,7 +181,6 @@ def _points(research, tag):
 
 
 @pytest.mark.slow
-@needs_optuna
 def test_search_resumes_from_the_ledger_and_parallel_workers_never_repeat(tmp_path):
     repo = make_lab(tmp_path / "repo", gpus="[0, 1]", workers=3, repeats=1, proposer="search",
                     extra=EXTRA.format(sampler="tpe"))
@@ -222,7 +217,6 @@ def test_search_resumes_from_the_ledger_and_parallel_workers_never_repeat(tmp_pa
     research.close()
 
 
-@needs_optuna
 def test_concurrent_asks_in_one_process_get_different_points(tmp_path):
     """Workers asking before any of their proposals reaches the ledger still get distinct points."""
     repo = make_lab(tmp_path / "repo", repeats=1, proposer="search", extra=EXTRA.format(sampler="random"))
@@ -287,7 +281,6 @@ class CodeChange:
 
 
 @pytest.mark.slow
-@needs_optuna
 def test_a_code_change_starts_a_new_study_seeded_with_what_still_applies(tmp_path):
     repo = make_lab(tmp_path / "repo", repeats=1, proposer="search", extra=EXTRA.format(sampler="random"))
     research = research_for(repo)
@@ -317,7 +310,6 @@ def test_a_code_change_starts_a_new_study_seeded_with_what_still_applies(tmp_pat
 # ---------------------------------------------------------------------- the CLI
 
 
-@needs_optuna
 def test_research_space_cli_and_unknown_names(tmp_path):
     repo = make_lab(tmp_path / "repo", proposer="search", extra='[research.space]\nX = { low = 1.0, high = 9.0 }\n')
     proc = run_cli("research", "space", "--json", cwd=repo)
@@ -346,7 +338,7 @@ def test_search_refuses_an_unknown_sampler_and_names_the_install(tmp_path, monke
     with pytest.raises(UsageError, match="sampler 'nope'"):
         search.require_optuna("nope")
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
-    with pytest.raises(UsageError, match=r"pip install 'agentdeck\[search\]'"):
+    with pytest.raises(UsageError, match=r"pip install optuna cmaes"):
         search.require_optuna("tpe")
     monkeypatch.setitem(sys.modules, "cmaes", None)
     monkeypatch.delitem(sys.modules, "optuna")
@@ -379,7 +371,6 @@ def test_status_and_the_deck_read_importances_without_optuna(tmp_path):
     research.close()
 
 
-@needs_optuna
 def test_redo_writes_the_same_point_onto_a_newer_best(tmp_path):
     """Where a cherry-pick of a search proposal onto a newer best would conflict, its point still applies."""
     repo = make_lab(tmp_path / "repo", proposer="search")
@@ -415,7 +406,6 @@ def test_redo_writes_the_same_point_onto_a_newer_best(tmp_path):
     research.close()
 
 
-@needs_optuna
 def test_one_study_per_hardware_class(tmp_path):
     """Only trials of the run's primary class (its first baseline's, or [research] hardware) are told."""
     repo = make_lab(tmp_path / "repo", proposer="search")

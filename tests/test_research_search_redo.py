@@ -4,7 +4,6 @@ re-applied as the very files it ran is judged again as measured, without a secon
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import threading
 from pathlib import Path
@@ -16,9 +15,6 @@ from research_support import TRAIN, ScriptedProposer, make_lab, read_records, re
 from support import git, retry_until
 
 from agentdeck.research import space as sp
-
-needs_optuna = pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
-                                  reason="optuna is not installed (pip install 'agentdeck[search]')")
 
 SPACE = '''sampler = "random"
 
@@ -88,7 +84,6 @@ def at(research, tag, x):
     return found[0]
 
 
-@needs_optuna
 def test_a_queued_search_proposal_is_redone_on_the_new_best(tmp_path, monkeypatch):
     # One slot: (5, 2) runs (held at the gate) while (7, 1) is made on the same base and queued; the
     # run is paused until (5, 2) is kept, so (7, 1) is moved before it runs. A cherry-pick of (7, 1)'s
@@ -128,7 +123,6 @@ def test_a_queued_search_proposal_is_redone_on_the_new_best(tmp_path, monkeypatc
     research.close()
 
 
-@needs_optuna
 def test_a_winner_measured_on_an_older_best_is_judged_as_measured(tmp_path, monkeypatch):
     # Two slots: (5, 2) and (7, 1) are made on the base and run at once; (7, 1) is held until (5, 2)
     # was kept, so it beat its parent (the baseline) on an older best. Re-applied on the new best,
@@ -159,7 +153,6 @@ def test_a_winner_measured_on_an_older_best_is_judged_as_measured(tmp_path, monk
     research.close()
 
 
-@needs_optuna
 def test_a_winner_redone_onto_other_code_runs_again(tmp_path, monkeypatch):
     # As above, but the kept trial also changed code (a line no point touches): the point redone on
     # it makes new files, which run as a new trial; the cherry-pick would have conflicted.

@@ -234,7 +234,10 @@ class ResearchSettings:
     """Hard limit per job; past it the job is killed and the trial is a crash."""
     gpus: Literal["auto"] | list[int] = setting("auto", ge=0, le=1023, nonempty=True)
     """``"auto"`` or a list of device ids, one slot each."""
-    proposer: Literal["mutate", "search", "llm", "agent", "command"] = "mutate"
+    proposer: Literal["mutate", "search", "llm", "agent", "command"] = "search"
+    """Who proposes changes: ``search`` (Optuna over the editable files' numeric constants, the
+    default: it beat ``mutate`` on both benchmark labs, docs/benchmarks.md), ``mutate`` (random
+    nudges), ``llm``, ``agent``, ``command``."""
     proposer_command: str = ""
     agent: str = "claude"
     """Definition used by the ``agent`` proposer."""

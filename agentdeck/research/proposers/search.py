@@ -73,7 +73,7 @@ ASK_TRIES = 100
 ORPHAN_S = 600.0  # an ask that never reached the ledger (its proposal was dropped) stops counting
 WARM_START_MIN = 10  # finished trials needed to warm-start CMA-ES after a restart
 SEEDS_FROM_OTHER_CODE = 3
-INSTALL = "pip install 'agentdeck[search]' (or: pip install optuna cmaes)"
+INSTALL = "pip install optuna cmaes (agentdeck's own dependencies: reinstall agentdeck)"
 
 
 def require_optuna(sampler: str = "tpe") -> None:
