@@ -66,7 +66,7 @@ def test_tiny_cpu_research_run_on_the_lab(tmp_path):
     make_repo(repo, {"README.md": (LAB / "README.md").read_text(), ".agentdeck.toml": config})
     env = dict(os.environ, NANOLAB_TINY="1", NANOLAB_CACHE=str(tmp_path / "cache"),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    # Through agentdeck: a baseline and one mutate trial, on the one CPU slot.
+    # Through agentdeck: a baseline and one proposal (search, the lab's proposer), on the one CPU slot.
     proc = subprocess.run(
         [sys.executable, "-m", "agentdeck", "research", "run", "--tag", "lab", "--trials", "1", "--budget", "1",
          "--gpus", "auto"], cwd=repo, capture_output=True, text=True, timeout=300,
