@@ -78,6 +78,14 @@ def test_send_and_hook_import_nothing_heavy(running, tmp_path):
     assert rc == 0 and _heavy(modules) == []
 
 
+def test_version_builds_no_parser(tmp_path):
+    rc, modules = _modules_of(["--version"], tmp_path)
+    assert rc == 0 and _heavy(modules) == []
+    assert not {m for m in modules if m.startswith("agentdeck.")} - {"agentdeck.cli"}, sorted(modules)
+    proc = run_cli("--version", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("agentdeck ")
+
+
 def test_core_commands_skip_the_extension_modules(running):
     """`kill --help` (a core command) builds a parser without review, memory, research...; the
     top-level help still lists every command."""

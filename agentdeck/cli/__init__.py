@@ -11,7 +11,7 @@ module of the command being run:
   themselves, often) first try :func:`agentdeck.cli.reads.light`, which reads the state database
   through :mod:`agentdeck.quick` without building the deck;
 - any other known command gets a parser holding just its own module's commands
-  (:data:`COMMANDS`); only ``--help``, ``--version`` and an unknown command build the whole parser.
+  (:data:`COMMANDS`); only ``--help`` and an unknown command build the whole parser (``--version`` is answered first).
 
 The groups: :mod:`agentdeck.cli.agents` (new, broadcast, fork, send, approve, deny, attach,
 restart, kill), :mod:`agentdeck.cli.reads` (ls, peek, wait, events), :mod:`agentdeck.cli.upkeep`
@@ -68,6 +68,11 @@ LIGHT_COMMANDS = ("ls", "peek", "wait", "events")
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # answered before any command's parser (which would load every subsystem)
+        from agentdeck import __version__
+
+        print(f"agentdeck {__version__}")
+        return 0
     if argv[:1] == ["hook"]:
         from agentdeck.hooks import main as hook_main
 
