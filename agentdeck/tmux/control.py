@@ -1,6 +1,19 @@
 """The control-mode client: one ``tmux -C attach`` per session, which tmux pushes to.
 
 The status watcher keeps one per agent session; the deck one for the agent it previews.
+
+A client attaches with ``-E`` and a small environment (:func:`client_env`):
+
+* ``-E``: tmux does not apply ``update-environment`` from this client to the agent's session, so
+  the environment of whichever process watches (the watcher, a deck) never leaks into the
+  agent's later panes (a restart);
+* a small environment: tmux reads one identify message per environment variable, and until
+  the last one a control client is half made.  A notification broadcast in that window
+  (another agent's session created or killed) dereferences its missing control state and
+  crashes the server (tmux 3.3a ``control_write``, segfault at 0x20; tmux PR #4980 and #5004
+  describe the same window in later versions).  Seen here as "server exited unexpectedly"
+  under load while several agents started at once; a client that identifies in a handful of
+  messages leaves that window all but closed.
 """
 
 from __future__ import annotations
@@ -20,6 +33,17 @@ def quote(arg: str) -> str:
     if "'" not in arg:
         return f"'{arg}'"
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+#: What a control client keeps of the environment: where the socket is, and the locale.
+CLIENT_ENV = ("PATH", "HOME", "TMUX_TMPDIR", "LANG", "LC_ALL", "LC_CTYPE")
+
+
+def client_env() -> dict[str, str]:
+    """The environment a control client runs with (see the module docstring)."""
+    env = {key: os.environ[key] for key in CLIENT_ENV if key in os.environ}
+    env["TERM"] = "dumb"
+    return env
 
 
 class ControlClient:
@@ -43,8 +67,9 @@ class ControlClient:
         self.socket = socket
         self.session = session
         self.proc = subprocess.Popen(
-            ["tmux", "-L", socket, "-C", "attach-session", "-t", f"={session}"],
+            ["tmux", "-L", socket, "-C", "attach-session", "-E", "-t", f"={session}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0, close_fds=True,
+            env=client_env(),
         )
         self.fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
         self.closed = False
