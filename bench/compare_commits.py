@@ -160,14 +160,20 @@ def extract(name: str, out: str) -> dict[str, float]:
     return found
 
 
-def _cluster(out: str) -> dict[str, float]:
-    start = out.find("{")
-    if start < 0:
+def _json_at(out: str, marker: str) -> dict:
+    """The JSON object a bench printed, starting at *marker* ({} when it is not there or broken)."""
+    at = out.find(marker)
+    if at < 0:
         return {}
     try:
-        data = json.loads(out[start:])
+        value, _ = json.JSONDecoder().raw_decode(out[at:])
     except json.JSONDecodeError:
         return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _cluster(out: str) -> dict[str, float]:
+    data = _json_at(out, "{")
     rows = data.get("results", {}).get("local", [])
     found = {}
     for key in ("submit_call", "submit_to_start", "end_to_recorded"):
@@ -179,12 +185,8 @@ def _cluster(out: str) -> dict[str, float]:
 
 def _mcp(out: str) -> dict[str, float]:
     # the final report (stdout) is one JSON object; its timings are strings like "p50 8 ms, p95 19 ms (n=8)"
-    at = out.find('{\n  "load_average"')
-    if at < 0:
-        return {}
-    try:
-        report, _ = json.JSONDecoder().raw_decode(out[at:])
-    except json.JSONDecodeError:
+    report = _json_at(out, '{\n  "load_average"')
+    if not report:
         return {}
     found: dict[str, float] = {}
 

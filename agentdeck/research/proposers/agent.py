@@ -136,6 +136,7 @@ class AgentProposer(Proposer):
         name, new = self._acquire()
         program_path = self.ctx.research.program  # the agent starts in the workdir of its own worktree
         request_id = None
+        failed = True
         try:
             if new:
                 request_id = ledger.open_agent_request(request.tag, name)
@@ -154,13 +155,14 @@ class AgentProposer(Proposer):
                 deck.send(name, instruction(request, program_path, False))
             description = self._wait_submitted(request_id, name, request)
             self._copy_changes(Path(deck.get(name).worktree), request.worktree, parent)
+            failed = False
             return Proposal(description, {"proposer": "agent", "agent": name})
         except AgentdeckError as exc:
             raise ProposalFailed(f"agent {name}: {exc}") from None
         finally:
             if request_id is not None:
                 ledger.close_agent_request(request_id, "closed")
-            self._release(name, self._exists(deck, name))
+            self._release(name, not failed or self._exists(deck, name))  # look only after a failure
 
     def _wait_submitted(self, request_id: int, name: str, request: ProposalRequest) -> str:
         limit = max(600.0, float(self.ctx.research.timeout_s))
