@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentdeck.errors import MissingTool, NotARepository, Refused, UsageError
+from agentdeck.fsutil import FileLock
 
 if TYPE_CHECKING:
     import git as gitpython
@@ -209,9 +210,20 @@ def find_checkout(root: Path | str, branch: str) -> Path | None:
     return None
 
 
+#: In the git common directory: held while a worktree is added (see :func:`add_worktree`).
+WORKTREE_LOCK = "agentdeck-worktree-add.lock"
+
+
 def add_worktree(cwd: Path | str, path: Path, branch: str, base_commit: str) -> None:
-    """Create *branch* at *base_commit* and check it out at *path* (one git call)."""
-    run(cwd, "worktree", "add", "--quiet", "-b", branch, str(path), base_commit)
+    """Create *branch* at *base_commit* and check it out at *path* (one git call).
+
+    One at a time per repository (an flock in the git common directory): while it adds a
+    worktree, git reads every other worktree's admin files, and dies on one that a concurrent
+    ``worktree add`` is still writing ("failed to read .git/worktrees/X/commondir") - after it
+    has already made the branch."""
+    common = Path(run(cwd, "rev-parse", "--path-format=absolute", "--git-common-dir").strip())
+    with FileLock(common / WORKTREE_LOCK, timeout=300):
+        run(cwd, "worktree", "add", "--quiet", "-b", branch, str(path), base_commit)
 
 
 def worktree_health(path: Path | str, common_dir: Path) -> str:
